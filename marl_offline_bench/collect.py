@@ -1,0 +1,258 @@
+"""Running policies on the vectorised adapters, and building datasets from what they do.
+
+A policy is any callable ``policy(obs, avail_actions) -> actions`` on batches
+(obs [B, n_agents, obs_dim], avail [B, n_agents, n_actions] or None; actions [B, n_agents] int
+or [B, n_agents, action_dim] float in [-1, 1]). If it has a ``reset(num_envs)`` method (a
+recurrent policy's hidden state, say), it is called before every batch of episodes.
+
+Episodes run in lock-step batches of ``num_envs``: batch b is reset with a seed derived from
+``(seed, b)``, so the same seed and ``num_envs`` give the same episodes.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import time
+from importlib import metadata as importlib_metadata
+from typing import Any, Callable
+
+import numpy as np
+
+from .dataset import EpisodeArrays
+from .envs import TaskInfo, VectorTaskEnv, make_vec_env, task_info
+from .envs.conformance import random_actions
+from .registry import DatasetEntry, get_dataset, get_task, reference_scores
+
+Policy = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+#: batch sizes per family: big batches for the jitted engines, one per core for MuJoCo.
+DEFAULT_NUM_ENVS = {"equal_line": 500, "mpe": 1000, "smac": 250, "mamujoco": 4}
+
+
+class RandomPolicy:
+    """Uniform over each agent's available actions (discrete) or over [-1, 1]^d (continuous)."""
+
+    def __init__(self, info: TaskInfo, seed: int = 0):
+        self.info = info
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: np.ndarray, avail: np.ndarray | None) -> np.ndarray:
+        return random_actions(self.info, avail, obs.shape[0], self.rng)
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The reset seed of lock-step batch ``batch`` of a run seeded ``seed``."""
+    return int(np.random.SeedSequence([seed, batch]).generate_state(1)[0])
+
+
+def rollout(env: VectorTaskEnv, policy: Policy, n_episodes: int, seed: int,
+            progress: Any = None) -> EpisodeArrays:
+    """Run ``n_episodes`` episodes of ``policy`` on ``env`` and return them concatenated.
+
+    Args:
+        env: a vector env; its ``num_envs`` episodes run together per batch.
+        policy: see the module docstring.
+        n_episodes: how many episodes to keep (the last batch is trimmed).
+        seed: derives every batch's reset seed.
+        progress: an optional tqdm bar, advanced by finished episodes.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be at least 1, got {n_episodes}")
+    parts = []
+    for b in range(math.ceil(n_episodes / env.num_envs)):
+        keep = min(env.num_envs, n_episodes - b * env.num_envs)
+        parts.append(_run_batch(env, policy, batch_seed(seed, b), keep))
+        if progress is not None:
+            progress.update(keep)
+    return EpisodeArrays.concatenate(parts)
+
+
+def _run_batch(env: VectorTaskEnv, policy: Policy, seed: int, keep: int) -> EpisodeArrays:
+    info, batch, limit = env.info, env.num_envs, env.info.episode_limit
+    if hasattr(policy, "reset"):
+        policy.reset(batch)
+    first = env.reset(seed)
+    obs = np.zeros((batch, limit + 1) + first.obs.shape[1:], np.float32)
+    states = np.zeros((batch, limit + 1, info.state_dim), np.float32)
+    avail = None if first.avail_actions is None else \
+        np.zeros((batch, limit + 1) + first.avail_actions.shape[1:], bool)
+    act_shape = (info.n_agents,) if info.discrete else (info.n_agents, info.action_dim)
+    actions = np.zeros((batch, limit) + act_shape, np.int64 if info.discrete else np.float32)
+    rewards = np.zeros((batch, limit), np.float32)
+    agent_rewards = np.zeros((batch, limit, info.n_agents), np.float32)
+    terminals = np.zeros((batch, limit), bool)
+    timeouts = np.zeros((batch, limit), bool)
+    won = np.zeros((batch, limit), bool)
+    lengths = np.full(batch, limit, np.int64)
+    alive = np.ones(batch, bool)
+    current = first
+    obs[:, 0], states[:, 0] = current.obs, current.state
+    if avail is not None:
+        avail[:, 0] = current.avail_actions
+    has_won = False
+    for t in range(limit):
+        act = np.asarray(policy(current.obs, current.avail_actions))
+        out = env.step(act)
+        live = alive
+        actions[live, t] = act[live]
+        rewards[live, t] = out.reward[live]
+        agent_rewards[live, t] = out.agent_rewards[live]
+        terminals[live, t] = out.terminated[live]
+        timeouts[live, t] = out.truncated[live] & ~out.terminated[live]
+        if out.won is not None:
+            has_won = True
+            won[live, t] = out.won[live]
+        obs[live, t + 1] = out.next.obs[live]
+        states[live, t + 1] = out.next.state[live]
+        if avail is not None:
+            avail[live, t + 1] = out.next.avail_actions[live]
+        ended = live & (out.terminated | out.truncated)
+        lengths[ended] = t + 1
+        alive = live & ~ended
+        current = out.next
+        if not alive.any():
+            break
+    if alive.any():
+        # The engine's own limit is the task's: an episode still running here is a time-out.
+        timeouts[alive, limit - 1] = True
+    lengths, seeds = lengths[:keep], np.full(keep, seed, np.int64)
+    step_mask = np.arange(limit)[None, :] < lengths[:, None]
+    obs_mask = np.arange(limit + 1)[None, :] <= lengths[:, None]
+    return EpisodeArrays(
+        obs=obs[:keep][obs_mask],
+        states=states[:keep][obs_mask],
+        avail_actions=None if avail is None else avail[:keep][obs_mask],
+        actions=actions[:keep][step_mask],
+        rewards=rewards[:keep][step_mask],
+        agent_rewards=agent_rewards[:keep][step_mask],
+        terminals=terminals[:keep][step_mask],
+        timeouts=timeouts[:keep][step_mask],
+        won=won[:keep][step_mask] if has_won else None,
+        episode_starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        seeds=seeds,
+    )
+
+
+# -- statistics and provenance ---------------------------------------------------------------
+def episode_statistics(data: EpisodeArrays) -> dict[str, Any]:
+    returns = data.episode_returns()
+    stats = {
+        "episodes": int(data.n_episodes),
+        "transitions": int(data.n_transitions),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "episode_length_mean": float(data.lengths.mean()),
+    }
+    won = data.episode_won()
+    if won is not None:
+        stats["win_rate"] = float(won.mean())
+    return stats
+
+
+def package_versions() -> dict[str, str]:
+    names = ["marl-offline-bench", "numpy", "torch", "jax", "jaxmarl", "mpe2", "pettingzoo",
+             "gymnasium", "gymnasium-robotics", "mujoco", "minari", "h5py"]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=__file__.rsplit("/", 2)[0])
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# -- building registered datasets -------------------------------------------------------------
+def build_blocker(entry: DatasetEntry) -> str | None:
+    """Why this installation cannot build the dataset, or None when it can."""
+    task = entry.task
+    if task.needs:
+        return f"{entry.dataset_id} cannot be built yet: the task needs {task.needs}."
+    if entry.quality != "random":
+        return (f"{entry.dataset_id} needs a trained {task.behaviour.upper()} behaviour "
+                "checkpoint, and none ships with this version of the package yet; only random "
+                "datasets can be built for now (`marl-bench list --buildable`).")
+    return None
+
+
+def behaviour_policy(entry: DatasetEntry, info: TaskInfo, seed: int) -> Policy:
+    """The policy that makes a dataset of this quality, or a clear error if it cannot yet."""
+    blocker = build_blocker(entry)
+    if blocker:
+        raise RuntimeError(blocker)
+    return RandomPolicy(info, seed)
+
+
+def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
+                    num_envs: int | None = None, overwrite: bool = False,
+                    show_progress: bool = True, engine: str | None = None):
+    """Build a registered dataset on disk and return its directory.
+
+    Args:
+        dataset_id: a registered id, e.g. ``"equal_line-n6-random-v0"``.
+        episodes: how many episodes (default: the registry's size for the task).
+        seed: the collection seed (the same seed and num_envs repeat the same episodes).
+        num_envs: lock-step batch size (default per family).
+        overwrite: replace an existing dataset.
+        show_progress: show tqdm bars.
+        engine: simulator override (e.g. ``"sc2"`` for SMAC on StarCraft II).
+    """
+    from tqdm.auto import tqdm
+
+    from . import storage
+
+    entry = get_dataset(dataset_id)
+    task = entry.task
+    if storage.is_built(entry.minari_id) and not overwrite:
+        raise FileExistsError(f"{dataset_id} is already built at "
+                              f"{storage.dataset_dir(entry.minari_id)}; use --force to rebuild.")
+    n_episodes = episodes or task.dataset_episodes
+    num_envs = min(num_envs or DEFAULT_NUM_ENVS[task.family], n_episodes)
+    info = task_info(task.task_id)
+    policy = behaviour_policy(entry, info, seed)
+    env = make_vec_env(task.task_id, num_envs, engine=engine)
+    started = time.time()
+    try:
+        with tqdm(total=n_episodes, desc=f"collect {dataset_id}", unit="ep",
+                  disable=not show_progress) as bar:
+            data = rollout(env, policy, n_episodes, seed, progress=bar)
+    finally:
+        env.close()
+    info = env.info
+    refs = reference_scores(task.task_id)
+    stats = episode_statistics(data)
+    if "ref_random" in refs and "ref_expert" in refs:
+        lo, hi = refs["ref_random"]["value"], refs["ref_expert"]["value"]
+        stats["normalized_score"] = 100.0 * (stats["return_mean"] - lo) / (hi - lo)
+    metadata = {
+        "dataset_id": dataset_id,
+        "task_id": task.task_id,
+        "quality": entry.quality,
+        "recipe": {**entry.recipe, "episodes": n_episodes, "seed": seed, "num_envs": num_envs},
+        "engine": info.engine,
+        "versions": package_versions(),
+        "commit": git_commit(),
+        "collect_seconds": round(time.time() - started, 2),
+        "statistics": stats,
+        "reference_scores": refs,
+        "agent_ids": list(info.agent_ids),
+    }
+    if "ref_random" in refs and "ref_expert" in refs:
+        metadata["ref_min_score"] = refs["ref_random"]["value"]
+        metadata["ref_max_score"] = refs["ref_expert"]["value"]
+        metadata["num_episodes_average_score"] = refs["ref_expert"]["episodes"]
+    with tqdm(total=data.n_episodes, desc="write", unit="ep", disable=not show_progress) as bar:
+        return storage.write_dataset(entry.minari_id, info, data, metadata,
+                                     overwrite=overwrite, progress=bar)

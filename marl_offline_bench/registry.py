@@ -1,0 +1,196 @@
+"""Every task and every dataset of the benchmark, declared in one place.
+
+A dataset id reads ``{family}-{task}-{quality}-v{N}`` (``mpe-world-medium-v0``,
+``smac-3s_vs_5z-expert-v0``, ``mamujoco-halfcheetah_2x3-medium-replay-v0``). Ids are looked up
+in :data:`DATASETS`, never split on ``-``: qualities and map names contain dashes and
+underscores. Each id maps to the Minari id ``marl-bench/{family}-{task}/{quality}-v{N}``.
+
+Reference scores are measurements, kept in ``data/reference_scores.json`` beside this file with
+the number of episodes, the seed and the commit of the run that produced them; the registry
+never invents one.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .envs import ENGINES, FAMILIES
+
+QUALITIES: tuple[str, ...] = ("random", "medium-replay", "medium", "expert", "mixed")
+NAMESPACE = "marl-bench"
+REFERENCE_FILE = Path(__file__).with_name("data") / "reference_scores.json"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark task and how its datasets are sized.
+
+    Attributes:
+        task_id: ``{family}-{name}``.
+        family: ``equal_line``, ``mpe``, ``mamujoco`` or ``smac``.
+        name: the task within its family.
+        behaviour: the online learner that makes the behaviour policies (``qmix`` / ``matd3``).
+        dataset_episodes: episodes per dataset (the papers' 5000 for SMAC and Equal_Line; 1M
+            transitions' worth of fixed-length episodes for MPE and MaMuJoCo).
+        needs: what the task needs before any of its datasets can be built, if anything.
+    """
+
+    task_id: str
+    family: str
+    name: str
+    behaviour: str
+    dataset_episodes: int
+    needs: str | None = None
+
+    @property
+    def discrete(self) -> bool:
+        return self.family in ("equal_line", "smac")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registered dataset id and its recipe."""
+
+    dataset_id: str
+    task_id: str
+    quality: str
+    version: int
+    recipe: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def minari_id(self) -> str:
+        return f"{NAMESPACE}/{self.task_id}/{self.quality}-v{self.version}"
+
+    @property
+    def task(self) -> Task:
+        return TASKS[self.task_id]
+
+
+_PREY_NEEDED = (
+    "the frozen pretrained prey policy, which arrives with the MATD3 behaviour-agent work; "
+    "until it ships, make_env/make_vec_env accept a prey_policy callable"
+)
+_EPISODE_LIMITS = {"equal_line": 50, "mpe": 25, "mamujoco": 1000, "smac": 100}
+
+
+def _dataset_episodes(family: str) -> int:
+    if family in ("equal_line", "smac"):
+        return 5000
+    return 1_000_000 // _EPISODE_LIMITS[family]
+
+
+TASKS: dict[str, Task] = {
+    f"{family}-{name}": Task(
+        task_id=f"{family}-{name}",
+        family=family,
+        name=name,
+        behaviour="qmix" if family in ("equal_line", "smac") else "matd3",
+        dataset_episodes=_dataset_episodes(family),
+        needs=_PREY_NEEDED if family == "mpe" and name in ("pp", "world") else None,
+    )
+    for family, (names, _engine) in FAMILIES.items()
+    for name in names
+}
+
+_RECIPES: dict[str, dict[str, Any]] = {
+    "random": {"policy": "uniform over available actions", "behaviour_checkpoint": None},
+    "medium": {"policy": "behaviour checkpoint at about 1/3-1/2 of the expert's return"},
+    "expert": {"policy": "fully trained behaviour policy"},
+    "medium-replay": {"policy": "the behaviour learner's replay until medium performance"},
+    "mixed": {"policy": "medium and expert episodes in equal numbers"},
+}
+
+DATASETS: dict[str, DatasetEntry] = {
+    f"{task_id}-{quality}-v0": DatasetEntry(
+        dataset_id=f"{task_id}-{quality}-v0",
+        task_id=task_id,
+        quality=quality,
+        version=0,
+        recipe={"task": task_id, "quality": quality, "episodes": task.dataset_episodes,
+                **_RECIPES[quality]},
+    )
+    for task_id, task in TASKS.items()
+    for quality in QUALITIES
+}
+
+
+def nearest_ids(wrong: str, candidates: list[str] | None = None, n: int = 5) -> list[str]:
+    """The registered ids closest to a mistyped one."""
+    candidates = candidates if candidates is not None else list(DATASETS)
+    close = difflib.get_close_matches(wrong, candidates, n=n, cutoff=0.5)
+    return close or difflib.get_close_matches(wrong, candidates, n=n, cutoff=0.0)
+
+
+def get_dataset(dataset_id: str) -> DatasetEntry:
+    """The registry entry of a dataset id; an unknown id lists the nearest registered ids."""
+    try:
+        return DATASETS[dataset_id]
+    except KeyError:
+        near = ", ".join(nearest_ids(dataset_id))
+        raise KeyError(
+            f"Unknown dataset id {dataset_id!r}. Nearest registered ids: {near}. "
+            "`marl-bench list` shows them all."
+        ) from None
+
+
+def get_task(task_or_dataset_id: str) -> Task:
+    """A task by task id (``smac-2s3z``) or by the id of one of its datasets."""
+    if task_or_dataset_id in TASKS:
+        return TASKS[task_or_dataset_id]
+    if task_or_dataset_id in DATASETS:
+        return DATASETS[task_or_dataset_id].task
+    near = ", ".join(nearest_ids(task_or_dataset_id, list(TASKS) + list(DATASETS)))
+    raise KeyError(f"Unknown task or dataset id {task_or_dataset_id!r}. Nearest: {near}.")
+
+
+def dataset_id_for(family: str, name: str, quality: str, version: int = 0) -> str:
+    """Build and validate an id from its parts (the CLI's ``--env/--task/--quality``)."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown env {family!r}; valid envs: {', '.join(FAMILIES)}.")
+    names = FAMILIES[family][0]
+    if name not in names:
+        raise ValueError(f"Unknown {family} task {name!r}; valid: {', '.join(names)}.")
+    if quality not in QUALITIES:
+        raise ValueError(f"Unknown quality {quality!r}; valid: {', '.join(QUALITIES)}.")
+    return get_dataset(f"{family}-{name}-{quality}-v{version}").dataset_id
+
+
+def engines(family: str) -> tuple[str, ...]:
+    return ENGINES[family]
+
+
+# -- reference scores ----------------------------------------------------------------------
+def _reference_path() -> Path:
+    override = os.environ.get("MARL_BENCH_REFERENCE_FILE")
+    return Path(override) if override else REFERENCE_FILE
+
+
+def reference_scores(task_id: str) -> dict[str, dict[str, Any]]:
+    """The measured references of a task: ``{"ref_random": {...}, "ref_expert": {...}}``.
+
+    Each entry holds ``value`` (mean return), ``std``, ``episodes`` and the run's provenance.
+    Missing keys mean the reference has not been measured yet.
+    """
+    path = _reference_path()
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text()).get(task_id, {})
+
+
+def record_reference(task_id: str, kind: str, entry: dict[str, Any]) -> Path:
+    """Store one measured reference score (atomically) and return the file written."""
+    if kind not in ("ref_random", "ref_expert"):
+        raise ValueError(f"kind must be 'ref_random' or 'ref_expert', got {kind!r}")
+    get_task(task_id)
+    path = _reference_path()
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table.setdefault(task_id, {})[kind] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path

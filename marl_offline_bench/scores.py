@@ -1,0 +1,31 @@
+"""Normalised scores on the scale the papers print: 0 = uniform random, 100 = expert."""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import get_task, reference_scores
+
+
+def normalized_score(dataset_or_task_id: str, returns) -> np.ndarray | float:
+    """``100 * (R - ref_random) / (ref_expert - ref_random)`` for a dataset's task.
+
+    Args:
+        dataset_or_task_id: a dataset id (``"mpe-cn-medium-v0"``) or task id (``"mpe-cn"``).
+        returns: one episode return or an array of them.
+
+    Raises:
+        KeyError: unknown id (the message lists the nearest ones).
+        ValueError: the task's reference scores have not been measured yet.
+    """
+    task = get_task(dataset_or_task_id)
+    refs = reference_scores(task.task_id)
+    missing = [k for k in ("ref_random", "ref_expert") if k not in refs]
+    if missing:
+        raise ValueError(
+            f"{task.task_id} has no measured {' or '.join(missing)} yet, so its normalised score "
+            f"is undefined. ref_expert arrives with the task's trained {task.behaviour.upper()} "
+            "expert; until then compare raw returns."
+        )
+    lo, hi = refs["ref_random"]["value"], refs["ref_expert"]["value"]
+    scores = 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+    return float(scores) if scores.ndim == 0 else scores

@@ -1,0 +1,179 @@
+"""The ``marl-bench`` command line: list, info, collect, reference (and evaluate).
+
+Each sub-command is a thin layer over the library; bad input ends with a one-line message that
+names the problem and the fix, and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+from .envs import FAMILIES
+from .registry import QUALITIES, TASKS, dataset_id_for, get_task
+
+
+def _task_name(args: argparse.Namespace) -> str:
+    name = args.map or args.task
+    if not name:
+        flag = "--map" if args.env == "smac" else "--task"
+        raise ValueError(f"{args.env} needs {flag}; valid: {', '.join(FAMILIES[args.env][0])}.")
+    return name
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .api import list_datasets
+
+    rows = list_datasets(family=args.env, quality=args.quality, task=args.task)
+    if args.built:
+        rows = [r for r in rows if r["status"] == "built"]
+    if args.buildable:
+        rows = [r for r in rows if r["status"] in ("built", "buildable")]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max((len(r["dataset_id"]) for r in rows), default=10)
+    print(f"{'dataset id':<{width}}  {'status':<14} task")
+    for r in rows:
+        print(f"{r['dataset_id']:<{width}}  {r['status']:<14} {r['task_id']}")
+    tasks = {r["task_id"] for r in rows}
+    print(f"\n{len(rows)} datasets over {len(tasks)} tasks; "
+          f"{sum(r['status'] == 'built' for r in rows)} built.")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .api import dataset_card
+
+    card = dataset_card(args.dataset_id)
+    if args.json:
+        print(json.dumps(card, indent=2, default=str))
+        return 0
+    print(f"{card['dataset_id']}  ({card['status']})")
+    print(f"  minari id : {card['minari_id']}")
+    print(f"  task      : {card['task_id']}   quality: {card['quality']}")
+    if "path" in card:
+        print(f"  path      : {card['path']}")
+        print(f"  size      : {card['size_bytes'] / 1e6:.1f} MB   sha256: {card['sha256']}")
+        print(f"  engine    : {json.dumps(card['engine'])}")
+        print(f"  commit    : {card.get('commit')}")
+        stats = card["statistics"]
+        print("  statistics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in stats.items()))
+    else:
+        print(f"  build with: {card['collect_command']}")
+        if "why_not_buildable" in card:
+            print(f"  note      : {card['why_not_buildable']}")
+    print(f"  recipe    : {json.dumps(card['recipe'])}")
+    refs = card["reference_scores"]
+    for kind in ("ref_random", "ref_expert"):
+        ref = refs.get(kind)
+        print(f"  {kind:<10}: " + (f"{ref['value']:.4f} (std {ref.get('std', float('nan')):.4f}, "
+                                    f"{ref['episodes']} episodes)" if ref else "not measured yet"))
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .collect import collect_dataset
+
+    qualities = QUALITIES if args.quality == "all" else [args.quality]
+    for quality in qualities:
+        dataset_id = dataset_id_for(args.env, _task_name(args), quality)
+        started = time.time()
+        path = collect_dataset(dataset_id, episodes=args.episodes, seed=args.seed,
+                               num_envs=args.num_envs, overwrite=args.force,
+                               show_progress=not args.quiet, engine=args.engine)
+        print(f"{dataset_id}: written to {path} in {time.time() - started:.1f}s")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from .collect import RandomPolicy, git_commit
+    from .envs import task_info
+    from .evaluation import evaluate_policy
+    from .registry import record_reference
+
+    task_id = f"{args.env}-{_task_name(args)}"
+    get_task(task_id)
+    if args.policy != "random":
+        raise ValueError("only --policy random is measurable by this command; ref_expert is "
+                         "recorded by the behaviour-agent trainers")
+    started = time.time()
+    result = evaluate_policy(RandomPolicy(task_info(task_id), args.seed), task_id,
+                             episodes=args.episodes, seed=args.seed, num_envs=args.num_envs)
+    entry = {"value": result.mean_return, "std": float(result.returns.std()),
+             "episodes": int(len(result.returns)), "seed": args.seed, "policy": "uniform random",
+             "commit": git_commit(), "seconds": round(time.time() - started, 1),
+             "measured": time.strftime("%Y-%m-%d")}
+    if result.win_rate is not None:
+        entry["win_rate"] = result.win_rate
+    path = record_reference(task_id, "ref_random", entry)
+    print(f"{task_id} ref_random = {entry['value']:.4f} ± {entry['std']:.4f} over "
+          f"{entry['episodes']} episodes -> {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="marl-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered datasets and whether they are built")
+    p.add_argument("--env", choices=sorted(FAMILIES), help="only this family")
+    p.add_argument("--task", help="only this task (name or task id)")
+    p.add_argument("--quality", choices=QUALITIES)
+    p.add_argument("--built", action="store_true", help="only datasets on disk")
+    p.add_argument("--buildable", action="store_true", help="only datasets this install can build")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="a dataset's card")
+    p.add_argument("dataset_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    def task_args(p):
+        p.add_argument("--env", required=True, choices=sorted(FAMILIES))
+        p.add_argument("--task", help="task within the family (e.g. n6, cn, halfcheetah_2x3)")
+        p.add_argument("--map", help="SMAC map (same as --task for --env smac)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--num-envs", type=int, default=None, help="lock-step batch size")
+
+    p = sub.add_parser("collect", help="build a dataset on disk")
+    task_args(p)
+    p.add_argument("--quality", required=True, choices=list(QUALITIES) + ["all"])
+    p.add_argument("--episodes", type=int, default=None, help="default: the registry's size")
+    p.add_argument("--engine", default=None, help="simulator override, e.g. sc2 for SMAC")
+    p.add_argument("--force", action="store_true", help="rebuild an existing dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("reference", help="measure a task's ref_random and record it")
+    task_args(p)
+    p.add_argument("--policy", default="random", choices=["random"])
+    p.add_argument("--episodes", type=int, default=1000)
+    p.set_defaults(func=cmd_reference)
+
+    try:
+        from .evaluate_cli import add_evaluate_parser
+    except ImportError:
+        pass
+    else:
+        add_evaluate_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"marl-bench {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -79,19 +79,27 @@ def dataset_spaces(info: TaskInfo) -> tuple[spaces.Dict, spaces.Dict]:
 
 # -- writing --------------------------------------------------------------------------------
 class _H5Writer:
+    """Creates small datasets through h5py's low-level API, reusing types and dataspaces."""
+
     def __init__(self):
         self.compact = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         self.compact.set_layout(h5py.h5d.COMPACT)
         self.compact.set_obj_track_times(False)
         self.contiguous = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         self.contiguous.set_obj_track_times(False)
+        self._types: dict = {}
+        self._spaces: dict = {}
 
     def put(self, group: h5py.Group, name: str, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array)
         dcpl = self.compact if array.nbytes <= _COMPACT_LIMIT else self.contiguous
-        space = h5py.h5s.create_simple(array.shape) if array.ndim else h5py.h5s.create(h5py.h5s.SCALAR)
-        dset = h5py.h5d.create(group.id, name.encode(), h5py.h5t.py_create(array.dtype),
-                               space, dcpl=dcpl)
+        htype = self._types.get(array.dtype)
+        if htype is None:
+            htype = self._types[array.dtype] = h5py.h5t.py_create(array.dtype)
+        space = self._spaces.get(array.shape)
+        if space is None:
+            space = self._spaces[array.shape] = h5py.h5s.create_simple(array.shape)
+        dset = h5py.h5d.create(group.id, name.encode(), htype, space, dcpl=dcpl)
         if array.size:
             dset.write(h5py.h5s.ALL, h5py.h5s.ALL, array)
 

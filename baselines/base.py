@@ -1,0 +1,82 @@
+"""What every offline algorithm offers the evaluation pipeline (``marl-bench evaluate``).
+
+An algorithm is a class with capability flags (after BenchMARL) and a flat ``Config``
+dataclass. The pipeline pairs it with a dataset, checks the flags once, then alternates
+``update()`` calls with evaluations of ``policy()`` through
+:func:`marl_offline_bench.evaluate_policy`.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from marl_offline_bench.dataset import MARLDataset
+from marl_offline_bench.envs import TaskInfo
+
+
+@dataclass
+class BaseConfig:
+    """Fields every algorithm's config has."""
+
+    seed: int = 0
+    """Seed for torch, numpy and batch sampling."""
+    device: str = "cpu"
+    """Torch device ("cpu", "cuda")."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class OfflineAlgorithm(abc.ABC):
+    """An offline MARL learner bound to one dataset.
+
+    Class attributes:
+        name: the id used by ``marl-bench evaluate --algo``.
+        supports_discrete / supports_continuous: which action spaces it handles.
+        Config: its config dataclass.
+        per_dataset: dataset id -> config overrides (the authors' per-dataset table).
+    """
+
+    name: ClassVar[str]
+    supports_discrete: ClassVar[bool] = False
+    supports_continuous: ClassVar[bool] = False
+    Config: ClassVar[type[BaseConfig]]
+    per_dataset: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BaseConfig):
+        self.info, self.dataset, self.config = info, dataset, config
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+
+    @classmethod
+    def check_supports(cls, info: TaskInfo, dataset_id: str) -> None:
+        """Raise ValueError naming both when the algorithm cannot run on this dataset."""
+        ok = cls.supports_discrete if info.discrete else cls.supports_continuous
+        if not ok:
+            kind = "discrete" if info.discrete else "continuous"
+            raise ValueError(f"{cls.name} does not support {kind} actions, which {dataset_id} has.")
+
+    @classmethod
+    def config_for(cls, dataset_id: str, **overrides: Any) -> BaseConfig:
+        """The default config, then the per-dataset table's entry, then explicit overrides."""
+        return cls.Config(**{**cls.per_dataset.get(dataset_id, {}), **overrides})
+
+    @abc.abstractmethod
+    def update(self) -> dict[str, float]:
+        """One gradient update on a batch drawn from the dataset; returns scalar metrics."""
+
+    @abc.abstractmethod
+    def policy(self):
+        """A greedy acting policy: ``policy(obs, avail) -> actions`` with optional ``reset(B)``."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume training (networks, optimisers, counters)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""

@@ -115,6 +115,26 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from .cards import record_build
+
+    for dataset_id in args.dataset_ids:
+        stats = record_build(dataset_id, allow_noncanonical=args.allow_noncanonical)
+        print(f"{dataset_id}: recorded {stats['statistics']['episodes']} episodes, "
+              f"return {stats['statistics']['return_mean']:.4g}")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .cards import write_docs
+
+    for path in write_docs(Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marl-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="random", choices=["random"])
     p.add_argument("--episodes", type=int, default=1000)
     p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("record", help="record a canonical build's statistics in the registry")
+    p.add_argument("dataset_ids", nargs="+")
+    p.add_argument("--allow-noncanonical", action="store_true")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("docs", help="regenerate docs/datasets.md and the return plots")
+    p.add_argument("--out", default="docs")
+    p.set_defaults(func=cmd_docs)
 
     try:
         from .evaluate_cli import add_evaluate_parser

@@ -163,10 +163,29 @@ def engines(family: str) -> tuple[str, ...]:
     return ENGINES[family]
 
 
-# -- reference scores ----------------------------------------------------------------------
+# -- measured numbers: reference scores and the statistics of the canonical builds ----------
+STATISTICS_FILE = Path(__file__).with_name("data") / "dataset_statistics.json"
+
+
 def _reference_path() -> Path:
     override = os.environ.get("MARL_BENCH_REFERENCE_FILE")
     return Path(override) if override else REFERENCE_FILE
+
+
+def _statistics_path() -> Path:
+    override = os.environ.get("MARL_BENCH_STATISTICS_FILE")
+    return Path(override) if override else STATISTICS_FILE
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_table(path: Path, table: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def reference_scores(task_id: str) -> dict[str, dict[str, Any]]:
@@ -175,10 +194,7 @@ def reference_scores(task_id: str) -> dict[str, dict[str, Any]]:
     Each entry holds ``value`` (mean return), ``std``, ``episodes`` and the run's provenance.
     Missing keys mean the reference has not been measured yet.
     """
-    path = _reference_path()
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text()).get(task_id, {})
+    return _read_table(_reference_path()).get(task_id, {})
 
 
 def record_reference(task_id: str, kind: str, entry: dict[str, Any]) -> Path:
@@ -187,10 +203,22 @@ def record_reference(task_id: str, kind: str, entry: dict[str, Any]) -> Path:
         raise ValueError(f"kind must be 'ref_random' or 'ref_expert', got {kind!r}")
     get_task(task_id)
     path = _reference_path()
-    table = json.loads(path.read_text()) if path.exists() else {}
+    table = _read_table(path)
     table.setdefault(task_id, {})[kind] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    _write_table(path, table)
+    return path
+
+
+def recorded_statistics(dataset_id: str) -> dict[str, Any] | None:
+    """Statistics of the canonical build of a dataset (registry recipe), if one was recorded."""
+    return _read_table(_statistics_path()).get(dataset_id)
+
+
+def record_statistics(dataset_id: str, entry: dict[str, Any]) -> Path:
+    """Store the statistics and recipe of a dataset's canonical build."""
+    get_dataset(dataset_id)
+    path = _statistics_path()
+    table = _read_table(path)
+    table[dataset_id] = entry
+    _write_table(path, table)
     return path

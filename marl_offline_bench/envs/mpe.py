@@ -455,7 +455,8 @@ class _Mpe2Backend:
                 continue
             actions = {}
             for i, a in enumerate(spec.learners):
-                actions[a] = _to_mpe2_agent_action(learn_act[e, i], spec.leader_comm if i == 0 else 0)
+                comm = spec.leader_comm if i == 0 else 0
+                actions[a] = _to_mpe2_agent_action(learn_act[e, i], comm)
             for j, a in enumerate(spec.prey):
                 actions[a] = to_mpe2_action(prey_act[e, j])
             obs, rew, terms, truncs, _ = env.step(actions)
@@ -596,7 +597,9 @@ class MPEVectorEnv(VectorTaskEnv):
 
     ``reset(seed)`` is deterministic in the seed (positions drawn as mpe2 does, copy 0 exactly
     mpe2's ``reset(seed=seed)``); ``step(actions [B, n_agents, action_dim])`` with actions in
-    [-1, 1] (padded entries ignored). Episodes end by truncation after 25 steps.
+    [-1, 1] (padded entries ignored). Episodes end by truncation after 25 steps. After a step,
+    ``last_all_rewards`` [B, n_all_agents] holds every agent's reward, the prey's included, and
+    :attr:`prey_observations` the prey's observations.
     """
 
     def __init__(self, name: str, num_envs: int, engine: str = "jaxmarl",
@@ -629,8 +632,6 @@ class MPEVectorEnv(VectorTaskEnv):
         n_prey = len(self.spec.prey)
         if not n_prey:
             return np.zeros((self.num_envs, 0, 2), np.float32)
-        if self._prey_obs is None:
-            raise RuntimeError("call reset() before step()")
         act = np.asarray(self.prey_policy(self._prey_obs.copy()), dtype=np.float32)
         if act.shape != (self.num_envs, n_prey, 2):
             raise ValueError(f"prey_policy returned shape {act.shape}; expected "
@@ -652,6 +653,8 @@ class MPEVectorEnv(VectorTaskEnv):
 
     def step(self, actions: np.ndarray) -> VecStep:
         info = self.info
+        if self._prey_obs is None:
+            raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions, dtype=np.float32)
         expected = (self.num_envs, info.n_agents, info.action_dim)
         if actions.shape != expected:

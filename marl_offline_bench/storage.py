@@ -41,6 +41,7 @@ from .envs.base import TaskInfo
 
 DATA_FILE = "main_data.hdf5"
 CACHE_FORMAT = 1
+_MAPPED = ("obs", "states", "avail_actions")
 _COMPACT_LIMIT = 60_000  # bytes; HDF5 compact datasets must stay under 64 KiB
 
 
@@ -281,7 +282,11 @@ def _read_cache(cache_dir: Path, digest: str) -> EpisodeArrays | None:
     if manifest.get("format") != CACHE_FORMAT or manifest.get("source_sha256") != digest:
         return None
     try:
-        loaded = {k: np.load(cache_dir / f"{k}.npy", allow_pickle=False) for k in manifest["keys"]}
+        # The T+1-layout arrays are only ever read through copies (the transition view,
+        # padded batches), so mapping them saves a full pass over the largest arrays.
+        loaded = {k: np.load(cache_dir / f"{k}.npy", allow_pickle=False,
+                             mmap_mode="r" if k in _MAPPED else None)
+                  for k in manifest["keys"]}
     except (OSError, ValueError):
         return None
     loaded.setdefault("avail_actions", None)

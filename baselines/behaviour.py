@@ -1,0 +1,190 @@
+"""Behaviour models beta_i fitted to a dataset, for learners that measure distance from the data.
+
+* :class:`DiscreteBehaviour`: beta_i(a_i | history_i) as a masked softmax of PyMARL's shared GRU
+  agent network, fitted by cross-entropy on the dataset's actions (the BC network of the CFCQL
+  code, ``cq_learner.train_behaviour``).
+* :class:`VAEBehaviour`: one conditional VAE per agent on (s, a_i), after Wu et al. 2022 (SPOT,
+  code: thuml/SPOT ``vae.py``, reused by CFCQL's ``continuous/utils/vae_class.py``). log beta_i(a_i
+  | s) is estimated by importance sampling with L latent samples from the encoder. Deviation: the
+  CFCQL code fits one VAE on (s, joint action) and reads agent i's density off the decoder's
+  dimensions of a_i, still weighting by the joint encoder; one VAE per agent estimates the
+  marginal beta_i(a_i | s) that the paper's lambda uses.
+
+Both fit themselves with :meth:`fit` from a :class:`~marl_offline_bench.MARLDataset` for a given
+number of gradient steps (the reference code's early stopping is left to the caller's step count).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from marl_offline_bench.dataset import MARLDataset
+
+from .networks import (AgentwiseMLP, RNNAgent, agent_input_dim, build_agent_inputs, masked_mean,
+                       masked_fill_unavailable)
+
+__all__ = [
+    "DiscreteBehaviour", "VAEBehaviour", "masked_log_softmax", "behaviour_cross_entropy",
+]
+
+
+# -- discrete -------------------------------------------------------------------------------------
+def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
+    """log softmax over the last axis with unavailable entries pushed to about -1e10."""
+    return F.log_softmax(masked_fill_unavailable(logits, avail), dim=-1)
+
+
+def behaviour_cross_entropy(log_probs: torch.Tensor, actions: torch.Tensor,
+                            mask: torch.Tensor) -> torch.Tensor:
+    """Masked negative log-likelihood of the dataset actions.
+
+    Args:
+        log_probs: (B, T, n, A) log beta.
+        actions: (B, T, n) int64.
+        mask: (B, T) true on real steps.
+    """
+    taken = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)    # (B, T, n)
+    return -masked_mean(taken, mask.unsqueeze(-1))
+
+
+class DiscreteBehaviour(nn.Module):
+    """beta_i(a_i | o_i^{<=t}) from PyMARL's GRU agent network, masked over available actions."""
+
+    def __init__(self, obs_dim: int, n_agents: int, n_actions: int, hidden_dim: int = 64):
+        super().__init__()
+        self.n_actions = n_actions
+        self.net = RNNAgent(agent_input_dim(obs_dim, n_actions, n_agents), n_actions, hidden_dim)
+
+    def log_probs(self, inputs: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
+        """log beta for every step of padded episodes.
+
+        Args:
+            inputs: (B, T, n, input_dim) from :func:`~baselines.networks.build_agent_inputs`
+                (its last step dropped when only the T acting steps matter).
+            avail: (B, T, n, A) bool, or None.
+
+        Returns:
+            (B, T, n, A) log-probabilities; about -1e10 on unavailable actions.
+        """
+        return masked_log_softmax(self.net.unroll(inputs), avail)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy on an episode batch from ``dataset.sampler(kind="episodes")``."""
+        inputs = build_agent_inputs(batch["obs"], batch["actions"], self.n_actions)[:, :-1]
+        avail = batch.get("avail_actions")
+        log_probs = self.log_probs(inputs, None if avail is None else avail[:, :-1])
+        return behaviour_cross_entropy(log_probs, batch["actions"], batch["mask"])
+
+    def fit(self, dataset: MARLDataset, steps: int, batch_size: int = 32, lr: float = 1e-3,
+            grad_clip: float = 10.0, seed: int = 0, device: str = "cpu") -> float:
+        """Train by Adam for ``steps`` updates on episode batches; returns the last loss."""
+        optimiser = torch.optim.Adam(self.parameters(), lr=lr)
+        sampler = dataset.sampler(batch_size, kind="episodes", seed=seed, device=device)
+        loss = torch.tensor(float("nan"))
+        for _ in range(steps):
+            loss = self.loss(next(sampler))
+            optimiser.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
+            optimiser.step()
+        return loss.item()
+
+
+# -- continuous -----------------------------------------------------------------------------------
+class VAEBehaviour(nn.Module):
+    """One conditional VAE per agent on (s, a_i), giving log beta_i(a_i | s).
+
+    Encoder q(z | s, a_i) and decoder p(a_i | s, z) are MLPs with 2 hidden ReLU layers; the
+    decoder's mean is squashed by tanh into the action box and its standard deviation is fixed at
+    sqrt(kl_weight / 4), which makes the ELBO below proportional to the Gaussian likelihood (SPOT).
+    Padded action dimensions (``TaskInfo.action_mask``) are ignored everywhere.
+    """
+
+    def __init__(self, state_dim: int, action_mask: np.ndarray, hidden_dim: int = 750,
+                 latent_dim: int | None = None, kl_weight: float = 0.5):
+        super().__init__()
+        action_mask = np.asarray(action_mask, bool)
+        n_agents, action_dim = action_mask.shape
+        self.latent_dim = latent_dim or 2 * action_dim
+        self.kl_weight = kl_weight
+        self.encoder = AgentwiseMLP(n_agents, state_dim + action_dim, 2 * self.latent_dim,
+                                    hidden_dim)
+        self.decoder = AgentwiseMLP(n_agents, state_dim + self.latent_dim, action_dim, hidden_dim)
+        self.register_buffer("action_mask", torch.as_tensor(action_mask, dtype=torch.float32))
+
+    def _per_agent_state(self, state: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return state.unsqueeze(-2).expand(*like.shape[:-1], state.shape[-1])
+
+    def encode(self, state: torch.Tensor,
+               actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """state (..., S), actions (..., n, d) -> mean, std of q(z | s, a_i), each (..., n, Z)."""
+        out = self.encoder(torch.cat([self._per_agent_state(state, actions), actions], -1))
+        mean, log_std = out.chunk(2, dim=-1)
+        return mean, log_std.clamp(-4.0, 15.0).exp()
+
+    def decode(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """state (..., S), z (..., n, Z) -> decoder mean (..., n, d), zero where padded."""
+        out = self.decoder(torch.cat([self._per_agent_state(state, z), z], -1))
+        return torch.tanh(out) * self.action_mask
+
+    def elbo_loss(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """SPOT's training loss: reconstruction MSE + kl_weight * KL(q(z|s,a) || N(0, I)).
+
+        Summed over agents (each agent's VAE has its own parameters), averaged over the batch.
+        """
+        mean, std = self.encode(state, actions)
+        z = mean + std * torch.randn_like(std)
+        recon = self.decode(state, z)
+        real_dims = self.action_mask.sum(-1)                                     # (n,)
+        recon_loss = ((recon - actions) ** 2 * self.action_mask).sum(-1) / real_dims
+        kl = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean(-1)
+        return (recon_loss + self.kl_weight * kl).sum(-1).mean()
+
+    def log_prob(self, state: torch.Tensor, actions: torch.Tensor,
+                 num_samples: int = 20) -> torch.Tensor:
+        """Importance-sampled log beta_i(a_i | s) with L = num_samples draws of z ~ q(z | s, a_i).
+
+        log (1/L) sum_l p(a_i | s, z_l) p(z_l) / q(z_l | s, a_i).
+
+        Args:
+            state: (B, S).
+            actions: (B, n, d).
+
+        Returns:
+            (B, n).
+        """
+        mean, std = self.encode(state, actions)                                  # (B, n, Z)
+        z = mean.unsqueeze(1) + std.unsqueeze(1) * torch.randn(
+            mean.shape[0], num_samples, *mean.shape[1:], device=mean.device)      # (B, L, n, Z)
+        states = state.unsqueeze(1).expand(-1, num_samples, -1)                  # (B, L, S)
+        decoded = self.decode(states, z)                                         # (B, L, n, d)
+        dec_std = math.sqrt(self.kl_weight / 4.0)
+        log_p_action = (_normal_log_prob(actions.unsqueeze(1), decoded, dec_std)
+                        * self.action_mask).sum(-1)
+        log_p_z = _normal_log_prob(z, 0.0, 1.0).sum(-1)
+        log_q_z = _normal_log_prob(z, mean.unsqueeze(1), std.unsqueeze(1)).sum(-1)
+        weights = log_p_action + log_p_z - log_q_z                               # (B, L, n)
+        return weights.logsumexp(dim=1) - math.log(num_samples)
+
+    def fit(self, dataset: MARLDataset, steps: int, batch_size: int = 256, lr: float = 1e-4,
+            seed: int = 0, device: str = "cpu") -> float:
+        """Train by Adam for ``steps`` updates on transition batches; returns the last loss."""
+        optimiser = torch.optim.Adam(self.parameters(), lr=lr)
+        sampler = dataset.sampler(batch_size, kind="transitions", seed=seed, device=device)
+        loss = torch.tensor(float("nan"))
+        for _ in range(steps):
+            batch = next(sampler)
+            loss = self.elbo_loss(batch["states"], batch["actions"])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        return loss.item()
+
+
+def _normal_log_prob(x: torch.Tensor, mean, std) -> torch.Tensor:
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device)
+    return -((x - mean) ** 2) / (2 * std ** 2) - std.log() - 0.5 * math.log(2 * math.pi)

@@ -1,0 +1,53 @@
+"""Offline MARL baselines, one file per algorithm, and the literal registry of them.
+
+:data:`ALGORITHMS` maps each ``marl-bench evaluate --algo`` name to ``"module:factory"``. It is a
+literal dict, never filled as an import side effect, and nothing is imported until a name is
+resolved, so ``import baselines`` stays light. A factory is called as
+``factory(info, dataset, **config_overrides)`` and returns an
+:class:`~baselines.base.OfflineAlgorithm`; it may be the algorithm class itself or a function
+that picks a class (for instance by ``info.discrete``). When the factory has a
+``check_supports(info, dataset_id)`` attribute (every class does), the pipeline calls it once per
+(algorithm, dataset) pairing before any training; otherwise it checks the built algorithm's class.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+ALGORITHMS: dict[str, str] = {
+    "bc": "baselines.bc:make_bc",
+    "cfcql": "baselines.cfcql:make_cfcql",
+}
+
+
+def algorithm_names() -> list[str]:
+    """The registered algorithm names, sorted."""
+    return sorted(ALGORITHMS)
+
+
+def get_algorithm(name: str) -> Callable[..., Any]:
+    """Import and return the factory registered under ``name``.
+
+    Raises:
+        KeyError: ``name`` is not registered; the message lists the valid names.
+        RuntimeError: the registered module or factory cannot be imported.
+    """
+    try:
+        target = ALGORITHMS[name]
+    except KeyError:
+        raise KeyError(f"Unknown algorithm {name!r}; valid: {', '.join(algorithm_names())} "
+                       "(or 'all').") from None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise RuntimeError(f"algorithm {name!r} is registered as {target!r}, but its module "
+                           f"cannot be imported: {err}") from err
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise RuntimeError(f"algorithm {name!r} is registered as {target!r}, but "
+                           f"{module_name} has no {attr!r}") from None
+
+
+__all__ = ["ALGORITHMS", "algorithm_names", "get_algorithm"]

@@ -1,0 +1,721 @@
+"""Running (algorithm, dataset, seed) jobs under an evaluation protocol, with records and resume.
+
+Protocol, after OG-MARL and CORL: ``update()`` is called ``budget.updates`` times; every
+``budget.eval_every`` updates the greedy policy plays ``budget.eval_episodes`` episodes; at the
+end a final evaluation plays ``budget.final_episodes`` (10x) episodes and its score is the one
+reported: the last, never the best.
+
+Each run owns exactly one record file, written atomically (temporary file + ``os.replace``) by
+the process that ran it::
+
+    <out>/runs/<algo>/<dataset_id>/seed<k>.json         the record (status "done" or "failed")
+    <out>/checkpoints/<algo>/<dataset_id>/seed<k>.pt    resume state, deleted once recorded
+    <out>/runs/<algo>/<dataset_id>/seed<k>.lock         held while the run is in progress
+
+A run with a record of the same protocol and budget is skipped; a run killed part-way resumes
+from its last checkpoint (taken at every evaluation); a run whose update metrics stop being
+finite is recorded as ``"failed"`` with the update and the reason, and is not scored. Other
+exceptions (a bug, a kill) leave no record, only the checkpoint, so a re-run resumes them.
+
+This module imports :mod:`baselines` only inside functions, so that the library never depends
+on the baselines at import time.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .registry import DATASETS, get_dataset, nearest_ids
+
+logger = logging.getLogger(__name__)
+
+RECORD_FORMAT = 1
+DEFAULT_OUT = Path("leaderboards")
+
+
+# -- protocols -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """How long one run trains and how it is evaluated.
+
+    Attributes:
+        updates: calls to ``update()``.
+        eval_every: updates between evaluations of the learning curve.
+        eval_episodes: episodes per learning-curve evaluation (32 after OG-MARL).
+        final_episodes: episodes of the final evaluation (10x, capped where episodes are long).
+    """
+
+    updates: int
+    eval_every: int
+    eval_episodes: int
+    final_episodes: int
+
+    def __post_init__(self) -> None:
+        for name in ("updates", "eval_every", "eval_episodes", "final_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Budget.{name} must be positive, got {getattr(self, name)}")
+
+    def describe(self) -> str:
+        return (f"{self.updates} updates, evaluation every {self.eval_every} updates on "
+                f"{self.eval_episodes} episodes, final evaluation on {self.final_episodes} "
+                "episodes")
+
+
+_FAMILIES = ("equal_line", "mpe", "mamujoco", "smac")
+
+#: protocol -> family -> budget.
+#: ``smoke`` takes seconds (tests, CI). ``quick`` is what a 2-core machine affords over every
+#: dataset; MaMuJoCo's 1000-step episodes cap its final evaluation at 100 episodes.
+#: ``full`` is PROVISIONAL, read from the CFCQL reference code: pymarl's t_max of 10.05M sampled
+#: transitions at 128-episode batches is about 1.6k updates on 50-step Equal_Line episodes and
+#: about 2k on SMAC; OMAR's MPE loop is 1e5 environment steps with one update round every 100;
+#: MaMuJoCo follows OMAR's HalfCheetah runs. The algorithm owners pin these from the paper.
+PROTOCOLS: dict[str, dict[str, Budget]] = {
+    "smoke": {f: Budget(50, 25, 4, 40) for f in _FAMILIES},
+    "quick": {f: Budget(2_000, 500, 32, 100 if f == "mamujoco" else 320) for f in _FAMILIES},
+    "full": {
+        "equal_line": Budget(1_600, 100, 32, 320),
+        "smac": Budget(2_000, 100, 32, 320),
+        "mpe": Budget(1_000, 50, 32, 320),
+        "mamujoco": Budget(200_000, 5_000, 32, 320),
+    },
+}
+
+
+def protocol_budget(protocol: str, dataset_id: str) -> Budget:
+    """The budget of ``protocol`` for a dataset's family."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}.")
+    return PROTOCOLS[protocol][get_dataset(dataset_id).task.family]
+
+
+# -- paths and atomic files ------------------------------------------------------------------
+def record_path(out: Path, algo: str, dataset_id: str, seed: int) -> Path:
+    return Path(out) / "runs" / algo / dataset_id / f"seed{seed}.json"
+
+
+def checkpoint_path(out: Path, algo: str, dataset_id: str, seed: int) -> Path:
+    return Path(out) / "checkpoints" / algo / dataset_id / f"seed{seed}.pt"
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Delete a run's checkpoint and the folders it leaves empty under ``checkpoints/``."""
+    path.unlink(missing_ok=True)
+    for folder in (path.parent, path.parent.parent, path.parent.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone)
+            break
+
+
+def _tmp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON so that readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A run record, or None when there is none (or it cannot be parsed)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        logger.warning("ignoring unreadable record %s (%s); the run will be redone", path, err)
+        return None
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any] | None:
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # any unreadable checkpoint means: start the run again
+        logger.warning("ignoring unreadable checkpoint %s (%s); starting the run afresh",
+                       path, err)
+        return None
+
+
+class RunLock:
+    """An exclusive claim on one run across processes (and invocations) sharing ``out``.
+
+    The lock file holds the owner's host and pid; a lock whose owner process is gone on this
+    host is stale and is taken over.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                stale = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.stale")
+                try:
+                    os.rename(self.path, stale)  # only one taker wins the rename
+                except FileNotFoundError:
+                    continue
+                stale.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid()}, handle)
+            self.held = True
+            return True
+        return False
+
+    def _stale(self) -> bool:
+        try:
+            owner = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return True
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # Being written right now, or left half-written by a killed process: age decides.
+            try:
+                return time.time() - self.path.stat().st_mtime > 60
+            except FileNotFoundError:
+                return True
+        if owner.get("host") != socket.gethostname():
+            return False  # another machine's process: it cannot be checked from here
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+# -- algorithms ------------------------------------------------------------------------------
+def algorithm_names() -> list[str]:
+    from baselines import algorithm_names as names
+
+    return names()
+
+
+def resolve_algorithms(spec: str) -> list[str]:
+    """``"all"``, one name or a comma list -> registered names (unknown names raise KeyError)."""
+    from baselines import ALGORITHMS
+
+    names = algorithm_names() if spec == "all" else [s.strip() for s in spec.split(",") if s]
+    for name in names:
+        if name not in ALGORITHMS:
+            raise KeyError(f"Unknown algorithm {name!r}; valid: {', '.join(sorted(ALGORITHMS))}"
+                           " (or 'all').")
+    if not names:
+        raise ValueError("--algo is empty; give a registered name or 'all'.")
+    return names
+
+
+def check_pairing(algo: str, dataset_id: str) -> None:
+    """Raise ValueError naming both when ``algo`` declares it cannot run on ``dataset_id``.
+
+    Uses the factory's ``check_supports`` when it has one; factories without it are checked
+    when the algorithm is built (see :func:`run_job`).
+    """
+    from baselines import get_algorithm
+
+    from .envs import task_info
+
+    factory = get_algorithm(algo)
+    check = getattr(factory, "check_supports", None)
+    if callable(check):
+        check(task_info(get_dataset(dataset_id).task_id), dataset_id)
+
+
+# -- datasets ----------------------------------------------------------------------------------
+def select_datasets(pattern: str | None, build: bool = True,
+                    report: Callable[[str], None] | None = None) -> list[str]:
+    """The dataset ids to evaluate on.
+
+    Args:
+        pattern: None for every built dataset; else comma-separated ids or globs
+            (``"equal_line-*-random-v0,smac-2s3z-*"``).
+        build: build registered, buildable datasets that match but are not on disk yet
+            (through :func:`marl_offline_bench.load`).
+        report: where progress and skip messages go.
+
+    Raises:
+        KeyError: an exact id that is not registered (the message lists the nearest ids).
+        ValueError: nothing to evaluate on (the message says why and what to do).
+    """
+    from . import storage
+    from .api import load
+    from .collect import build_blocker
+
+    say = report or logger.info
+    if pattern is None:
+        built = [d for d, e in DATASETS.items() if storage.is_built(e.minari_id)]
+        if not built:
+            raise ValueError(
+                f"no dataset is built under {storage.minari_root()}; build one with "
+                "`marl-bench collect ...` or name datasets with --datasets (buildable ones are "
+                "built on the way; `marl-bench list --buildable` shows them).")
+        return built
+    chosen: list[str] = []
+    for part in (p.strip() for p in pattern.split(",")):
+        if not part:
+            continue
+        if any(ch in part for ch in "*?["):
+            matches = fnmatch.filter(DATASETS, part)
+            if not matches:
+                near = ", ".join(nearest_ids(part.replace("*", "")))
+                raise ValueError(f"--datasets pattern {part!r} matches no registered id; "
+                                 f"nearest ids: {near}.")
+        else:
+            matches = [get_dataset(part).dataset_id]
+        chosen += [m for m in matches if m not in chosen]
+    usable = []
+    for dataset_id in chosen:
+        entry = DATASETS[dataset_id]
+        if storage.is_built(entry.minari_id):
+            usable.append(dataset_id)
+            continue
+        blocker = build_blocker(entry)
+        if blocker is not None:
+            say(f"skipping, not built: {blocker}")
+            continue
+        if not build:
+            say(f"skipping {dataset_id}: not built (build it with marl-bench collect)")
+            continue
+        say(f"building {dataset_id} (registered, buildable, not on disk yet) ...")
+        load(dataset_id, build=True, progress=False)
+        usable.append(dataset_id)
+    if not usable:
+        raise ValueError(f"--datasets {pattern!r}: none of the matching datasets can be used "
+                         "(see the messages above; `marl-bench list --buildable`).")
+    return usable
+
+
+# -- one run -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunJob:
+    """One (algorithm, dataset, seed) run and where it writes."""
+
+    algo: str
+    dataset_id: str
+    seed: int
+    protocol: str
+    budget: Budget
+    out: str
+    device: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+    retry_failed: bool = False
+    torch_threads: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.algo} {self.dataset_id} seed {self.seed}"
+
+
+@dataclass
+class RunOutcome:
+    """What happened to a job: ``done``, ``failed`` (non-finite loss), ``skipped`` (already
+    recorded), ``busy`` (another process holds it), ``unsupported`` or ``error``."""
+
+    job: RunJob
+    status: str
+    message: str = ""
+    final_score: float | None = None
+    seconds: float = 0.0
+
+
+class NonFiniteLoss(RuntimeError):
+    """An update returned a NaN or infinite metric."""
+
+
+class Unsupported(ValueError):
+    """The algorithm's ``check_supports`` refused the dataset."""
+
+
+def _raised_by_check_supports(err: BaseException) -> bool:
+    """Whether an exception came out of an algorithm's ``check_supports`` (possibly called
+    from its constructor), as opposed to, say, a config validation error."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "check_supports":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _same_protocol(record: dict[str, Any], job: RunJob) -> bool:
+    return (record.get("protocol") == job.protocol
+            and record.get("budget") == asdict(job.budget))
+
+
+def _evaluate(policy, task_id: str, episodes: int, seed: int) -> dict[str, Any]:
+    import torch
+
+    from .evaluation import evaluate_policy
+
+    with torch.no_grad():
+        result = evaluate_policy(policy, task_id, episodes=episodes, seed=seed)
+    entry: dict[str, Any] = {
+        "episodes": int(len(result.returns)),
+        "mean_return": result.mean_return,
+        "std_return": float(result.returns.std()),
+        "normalized_score": result.mean_normalized_score,
+        "win_rate": result.win_rate,
+        "returns": [float(r) for r in result.returns],
+    }
+    if result.normalized_scores is not None:
+        entry["normalized_scores"] = [float(s) for s in result.normalized_scores]
+    return entry
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, np.uint32), pos, has_gauss, gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _non_finite(metrics: dict[str, float]) -> list[str]:
+    return [f"{k}={v}" for k, v in metrics.items() if not math.isfinite(float(v))]
+
+
+def _mean_metrics(window: list[dict[str, float]]) -> dict[str, float]:
+    if not window:
+        return {}
+    return {k: float(np.mean([m[k] for m in window if k in m])) for k in window[-1]}
+
+
+_DATASET_CACHE: dict[str, Any] = {}
+
+
+def _load_dataset(dataset_id: str):
+    """Load a built dataset, keeping the last one: consecutive jobs usually share it."""
+    from .api import load
+
+    if dataset_id not in _DATASET_CACHE:
+        _DATASET_CACHE.clear()
+        _DATASET_CACHE[dataset_id] = load(dataset_id, build=False, progress=False)
+    return _DATASET_CACHE[dataset_id]
+
+
+def run_job(job: RunJob) -> RunOutcome:
+    """Run one job to its record, resuming from its checkpoint, or skip it if recorded.
+
+    Never raises for a run's own failure: the outcome says what happened (``error`` carries
+    the exception's message, and the checkpoint stays for a re-run).
+    """
+    started = time.time()
+    out = Path(job.out)
+    rec_path = record_path(out, job.algo, job.dataset_id, job.seed)
+    ckpt_path = checkpoint_path(out, job.algo, job.dataset_id, job.seed)
+
+    def finished() -> RunOutcome | None:
+        record = read_record(rec_path)
+        if record and _same_protocol(record, job) and (record.get("status") == "done" or (
+                record.get("status") == "failed" and not job.retry_failed)):
+            return RunOutcome(job, "skipped", f"already recorded ({record['status']})",
+                              final_score=_final_score(record))
+        return None
+
+    if (outcome := finished()) is not None and not ckpt_path.exists():
+        return outcome
+    lock = RunLock(rec_path.with_suffix(".lock"))
+    if not lock.acquire():
+        return RunOutcome(job, "busy", f"another process holds {lock.path}")
+    try:
+        if (outcome := finished()) is not None:  # recorded, maybe while we took the lock
+            _remove_checkpoint(ckpt_path)  # left by a kill between record and clean-up
+            return outcome
+        old = read_record(rec_path)
+        if old and not _same_protocol(old, job):
+            logger.warning("%s: replacing its record made under protocol %r %s", job.key,
+                           old.get("protocol"), old.get("budget"))
+        if job.torch_threads:
+            import torch
+
+            torch.set_num_threads(job.torch_threads)
+        return _train_and_record(job, rec_path, ckpt_path, started)
+    except Unsupported as err:
+        return RunOutcome(job, "unsupported", str(err))
+    except Exception as err:
+        logger.exception("run %s raised", job.key)
+        return RunOutcome(job, "error", f"{type(err).__name__}: {err}",
+                          seconds=time.time() - started)
+    finally:
+        lock.release()
+
+
+def _final_score(record: dict[str, Any]) -> float | None:
+    final = record.get("final") or {}
+    score = final.get("normalized_score")
+    return final.get("mean_return") if score is None else score
+
+
+def _train_and_record(job: RunJob, rec_path: Path, ckpt_path: Path,
+                      started: float) -> RunOutcome:
+    from baselines import get_algorithm
+
+    from .collect import git_commit, package_versions
+    from .envs import task_info
+
+    entry = get_dataset(job.dataset_id)
+    info = task_info(entry.task_id)
+    dataset = _load_dataset(job.dataset_id)
+    try:
+        algo = get_algorithm(job.algo)(info, dataset, seed=job.seed, device=job.device,
+                                       **job.overrides)
+        type(algo).check_supports(info, job.dataset_id)
+    except ValueError as err:
+        if _raised_by_check_supports(err):
+            raise Unsupported(str(err)) from err
+        raise
+    config = algo.config.to_dict()
+    budget = job.budget
+
+    step, curve, elapsed, resumed_from = 0, [], 0.0, None
+    state = _load_checkpoint(ckpt_path)
+    if state is not None:
+        def portable(c: dict[str, Any]) -> dict[str, Any]:  # a run may resume on another device
+            return {k: v for k, v in (c or {}).items() if k != "device"}
+
+        same = (state.get("protocol") == job.protocol and state.get("budget") == asdict(budget)
+                and portable(state.get("config")) == portable(config))
+        if same:
+            algo.load_state_dict(state["algorithm"])
+            _set_rng_state(state["rng"])
+            step, curve = int(state["step"]), list(state["curve"])
+            elapsed, resumed_from = float(state["elapsed"]), int(state["step"])
+        else:
+            logger.warning("%s: checkpoint %s was made under another protocol or config; "
+                           "starting afresh", job.key, ckpt_path)
+
+    record: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "status": "running",  # set to "done" or "failed" before the record is written
+        "algo": job.algo,
+        "dataset_id": job.dataset_id,
+        "task_id": entry.task_id,
+        "family": entry.task.family,
+        "seed": job.seed,
+        "protocol": job.protocol,
+        "budget": asdict(budget),
+        "config": config,
+        "device": job.device,
+        "commit": git_commit(),
+        "versions": package_versions(),
+        "resumed_from": resumed_from,
+    }
+    eval_seed, final_seed = 10_000 + job.seed, 20_000 + job.seed
+    segment_start = time.time()
+    window: list[dict[str, float]] = []
+    try:
+        while step < budget.updates:
+            metrics = algo.update()
+            step += 1
+            bad = _non_finite(metrics)
+            if bad:
+                raise NonFiniteLoss(f"non-finite update metrics at update {step}: "
+                                    + ", ".join(bad))
+            window.append(metrics)
+            if step % budget.eval_every == 0 or step == budget.updates:
+                point = {"step": step, **_evaluate(algo.policy(), entry.task_id,
+                                                   budget.eval_episodes, eval_seed),
+                         "train": _mean_metrics(window)}
+                curve.append(point)
+                window = []
+                if step < budget.updates:
+                    _save_checkpoint(ckpt_path, {
+                        "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
+                        "curve": curve, "protocol": job.protocol, "budget": asdict(budget),
+                        "config": config,
+                        "elapsed": elapsed + time.time() - segment_start})
+    except NonFiniteLoss as err:
+        record.update(status="failed", failure={"step": step, "reason": str(err)}, curve=curve,
+                      final=None, wall_time_s=round(elapsed + time.time() - segment_start, 3),
+                      finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_json_atomic(rec_path, record)
+        _remove_checkpoint(ckpt_path)
+        return RunOutcome(job, "failed", str(err), seconds=time.time() - started)
+
+    final = {"step": step, **_evaluate(algo.policy(), entry.task_id, budget.final_episodes,
+                                       final_seed)}
+    record.update(status="done", curve=curve, final=final,
+                  wall_time_s=round(elapsed + time.time() - segment_start, 3),
+                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json_atomic(rec_path, record)
+    _remove_checkpoint(ckpt_path)
+    return RunOutcome(job, "done", final_score=_final_score(record),
+                      seconds=time.time() - started)
+
+
+# -- many runs ------------------------------------------------------------------------------------
+@dataclass
+class BenchmarkSummary:
+    """Outcomes of :func:`run_benchmark`, in job order."""
+
+    outcomes: list[RunOutcome]
+    unsupported: list[str]
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; others are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}: torch sees no CUDA device here; use "
+                           "--device cpu or auto.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], protocol: str,
+                  out: Path = DEFAULT_OUT, workers: int = 1, device: str = "cpu",
+                  overrides: dict[str, Any] | None = None, retry_failed: bool = False,
+                  report: Callable[[str], None] | None = None) -> BenchmarkSummary:
+    """Run every (algorithm, dataset, seed) job not yet recorded.
+
+    Capability is checked once per (algorithm, dataset) pairing; unsupported pairings are
+    skipped with a message naming both. With ``workers > 1`` the jobs run in a pool of spawned
+    processes; each job writes its own record, so no result is lost or written twice.
+
+    Args:
+        algos: registered algorithm names.
+        datasets: built dataset ids.
+        seeds: run seeds.
+        protocol: a key of :data:`PROTOCOLS`.
+        out: the output folder (records under ``out/runs``).
+        workers: local processes.
+        device: torch device for training and acting.
+        overrides: algorithm config overrides: ``key`` applies to every algorithm,
+            ``algo.key`` to that algorithm only.
+        retry_failed: redo runs recorded as failed (a non-finite loss) instead of skipping them.
+        report: where progress lines go (default: this module's logger).
+    """
+    say = report or logger.info
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    overrides = overrides or {}
+    for key in overrides:
+        scope = key.partition(".")[0] if "." in key else None
+        if scope is not None and scope not in algos:
+            raise ValueError(f"override {key!r} is scoped to {scope!r}, which is not among the "
+                             f"algorithms being run ({', '.join(algos)}).")
+    unsupported, jobs = [], []
+    for algo in algos:
+        mine = {k: v for k, v in overrides.items() if "." not in k}
+        mine.update({k.partition(".")[2]: v for k, v in overrides.items()
+                     if k.startswith(f"{algo}.")})
+        for dataset_id in datasets:
+            try:
+                check_pairing(algo, dataset_id)
+            except ValueError as err:
+                unsupported.append(f"{algo} on {dataset_id}: {err}")
+                say(f"skipping {algo} on {dataset_id}: {err}")
+                continue
+            budget = protocol_budget(protocol, dataset_id)
+            jobs += [RunJob(algo, dataset_id, seed, protocol, budget, str(out), device,
+                            dict(mine), retry_failed) for seed in seeds]
+    outcomes: list[RunOutcome] = []
+    seen_unsupported: set[tuple[str, str]] = set()
+
+    def note(outcome: RunOutcome) -> None:
+        outcomes.append(outcome)
+        job = outcome.job
+        if outcome.status == "unsupported":
+            if (job.algo, job.dataset_id) not in seen_unsupported:
+                seen_unsupported.add((job.algo, job.dataset_id))
+                unsupported.append(f"{job.algo} on {job.dataset_id}: {outcome.message}")
+                say(f"skipping {job.algo} on {job.dataset_id}: {outcome.message}")
+            return
+        score = "" if outcome.final_score is None else f", final score {outcome.final_score:.4g}"
+        detail = f" ({outcome.message})" if outcome.message else ""
+        say(f"[{len(outcomes)}/{len(jobs)}] {job.key}: {outcome.status}{score}{detail}"
+            + (f" in {outcome.seconds:.1f}s" if outcome.seconds else ""))
+
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            note(run_job(job))
+    else:
+        import multiprocessing
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        jobs = [replace(j, torch_threads=threads) for j in jobs]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(run_job, job): job for job in jobs}
+            try:
+                for future in as_completed(futures):
+                    try:
+                        note(future.result())
+                    except Exception as err:  # the worker process itself died
+                        note(RunOutcome(futures[future], "error",
+                                        f"worker died: {type(err).__name__}: {err}"))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        order = {job: i for i, job in enumerate(jobs)}
+        outcomes.sort(key=lambda o: order[o.job])
+    _DATASET_CACHE.clear()
+    return BenchmarkSummary(outcomes, unsupported)
+
+
+__all__ = ["Budget", "PROTOCOLS", "RunJob", "RunOutcome", "BenchmarkSummary", "run_job",
+           "run_benchmark", "select_datasets", "resolve_algorithms", "resolve_device",
+           "record_path", "checkpoint_path", "read_record", "protocol_budget", "DEFAULT_OUT"]

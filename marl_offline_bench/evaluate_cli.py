@@ -1,0 +1,137 @@
+"""The ``marl-bench evaluate`` and ``marl-bench leaderboard`` sub-commands.
+
+A thin layer over :mod:`marl_offline_bench.benchmarking` (the runs) and
+:mod:`marl_offline_bench.leaderboard` (the tables); :func:`add_evaluate_parser` is called by
+:func:`marl_offline_bench.cli.build_parser`.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .benchmarking import DEFAULT_OUT, PROTOCOLS
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. --set lr=3e-4), got {pair!r}")
+        try:
+            overrides[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            overrides[key] = raw  # a bare word: keep it as a string
+    return overrides
+
+
+def _seeds(text: str) -> list[int]:
+    """``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those seeds."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise ValueError(f"--seeds takes a count (3) or a comma list (0,4,7), got {text!r}") \
+            from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must give at least one distinct non-negative seed, got "
+                         f"{text!r}")
+    return seeds
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .benchmarking import (resolve_algorithms, resolve_device, run_benchmark,
+                               select_datasets)
+    from .leaderboard import write_leaderboards
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    algos = resolve_algorithms(args.algo)
+    seeds = _seeds(args.seeds)
+    device = resolve_device(args.device)
+    overrides = _parse_overrides(args.set or [])
+    datasets = select_datasets(args.datasets, build=not args.no_build, report=say)
+    out = Path(args.out)
+    say(f"evaluating {', '.join(algos)} on {len(datasets)} dataset(s) x {len(seeds)} seed(s), "
+        f"protocol {args.protocol}, {args.workers} worker(s), device {device} -> {out}")
+    started = time.time()
+    summary = run_benchmark(algos, datasets, seeds, args.protocol, out=out,
+                            workers=args.workers, device=device, overrides=overrides,
+                            retry_failed=args.retry_failed, report=say)
+    counts = ", ".join(f"{summary.count(s)} {s}" for s in
+                       ("done", "skipped", "failed", "busy", "error") if summary.count(s))
+    say(f"{counts or 'nothing to run'} in {time.time() - started:.1f}s"
+        + (f"; {len(summary.unsupported)} unsupported pairing(s) skipped"
+           if summary.unsupported else ""))
+    if any(o.status in ("done", "skipped", "failed") for o in summary.outcomes):
+        paths = write_leaderboards(out, reps=args.bootstrap_reps)
+        say(f"leaderboards: {len(paths)} files under {out}")
+    errors = [o for o in summary.outcomes if o.status == "error"]
+    if errors:
+        listing = "; ".join(f"{o.job.key}: {o.message}" for o in errors[:5])
+        raise RuntimeError(f"{len(errors)} run(s) raised ({listing}); no record was written "
+                           "for them and any checkpoint is kept, so the same command resumes "
+                           "them once the cause is fixed.")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import write_leaderboards
+
+    paths = write_leaderboards(Path(args.out), reps=args.bootstrap_reps)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``evaluate`` and ``leaderboard`` on the ``marl-bench`` parser."""
+    p = subparsers.add_parser(
+        "evaluate", help="train and score algorithms on datasets, then rebuild the leaderboards",
+        description="Runs every (algorithm, dataset, seed) job not recorded yet, under a "
+                    "protocol after OG-MARL/CORL (evaluation every E updates, final evaluation "
+                    "on 10x the episodes, last score reported), resuming killed runs from "
+                    "their checkpoints, then regenerates the leaderboards.")
+    p.add_argument("--algo", required=True,
+                   help="a registered algorithm, a comma list, or 'all'")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated dataset ids or globs (default: every built dataset; "
+                        "registered buildable ones that match are built on the way)")
+    p.add_argument("--seeds", default="3", help="a count (3 = seeds 0,1,2) or a comma list")
+    p.add_argument("--protocol", default="quick", choices=list(PROTOCOLS),
+                   help="smoke: seconds (tests); quick: what a small CPU machine affords; "
+                        "full: the paper's budgets")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu or cuda[:N]")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="output folder for runs/, tables and plots (default: ./leaderboards)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="algorithm config override (repeatable): KEY=VALUE for every "
+                        "algorithm, ALGO.KEY=VALUE for one (e.g. cfcql.alpha=10)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="redo runs recorded as failed (non-finite loss) instead of skipping them")
+    p.add_argument("--no-build", action="store_true",
+                   help="skip matching datasets that are not built instead of building them")
+    p.add_argument("--bootstrap-reps", type=int, default=2000,
+                   help="bootstrap replications for the aggregate intervals")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser("leaderboard", help="rebuild the leaderboards from run records")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="the evaluation output folder (default: ./leaderboards)")
+    p.add_argument("--bootstrap-reps", type=int, default=2000,
+                   help="bootstrap replications for the aggregate intervals")
+    p.set_defaults(func=cmd_leaderboard)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

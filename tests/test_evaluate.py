@@ -1,0 +1,226 @@
+"""`marl-bench evaluate` / `leaderboard` end to end on tiny Equal_Line datasets with BC."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import marl_offline_bench as mob
+from marl_offline_bench import benchmarking
+from marl_offline_bench.benchmarking import PROTOCOLS, RunLock, checkpoint_path, record_path
+from marl_offline_bench.cli import main
+
+N2 = "equal_line-n2-random-v0"
+N4 = "equal_line-n4-random-v0"
+SMALL = ["--set", "episode_batch_size=8", "--bootstrap-reps", "200"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The test machine is shared: one torch thread is much faster than two contended ones.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def built(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    mob.collect_dataset(N2, episodes=20, show_progress=False)
+    return tmp_path
+
+
+def evaluate(out, *extra, seeds="1"):
+    return main(["evaluate", "--algo", "bc", "--protocol", "smoke", "--seeds", seeds,
+                 "--device", "cpu", "--out", str(out), *SMALL, *extra])
+
+
+def records(out):
+    return {p.relative_to(out).as_posix(): json.loads(p.read_text())
+            for p in sorted((out / "runs").rglob("*.json"))}
+
+
+def comparable(record):
+    """A record without what legitimately differs between two executions of the same run."""
+    drop = {"wall_time_s", "finished", "versions", "resumed_from"}
+    return {k: v for k, v in record.items() if k not in drop}
+
+
+def test_smoke_end_to_end_then_rerun_skips(built, capsys):
+    mob.collect_dataset(N4, episodes=20, show_progress=False)
+    out = built / "lb"
+    assert evaluate(out, seeds="2") == 0
+    recs = records(out)
+    assert sorted(recs) == [f"runs/bc/{d}/seed{k}.json" for d in (N2, N4) for k in (0, 1)]
+    budget = PROTOCOLS["smoke"]["equal_line"]
+    for rec in recs.values():
+        assert rec["status"] == "done" and rec["protocol"] == "smoke"
+        assert rec["budget"]["updates"] == budget.updates
+        assert [p["step"] for p in rec["curve"]] == [25, 50]
+        assert len(rec["curve"][0]["returns"]) == budget.eval_episodes
+        assert rec["final"]["episodes"] == budget.final_episodes == 10 * budget.eval_episodes
+        assert rec["config"]["episode_batch_size"] == 8 and rec["final"]["normalized_score"] is None
+        assert "bc_loss" in rec["curve"][0]["train"]
+    assert not (out / "checkpoints").exists()
+    table = (out / "equal_line.md").read_text()
+    assert "Protocol `smoke`" in table and "50 updates" in table and "Seeds per cell: 2" in table
+    assert f"| {N2} |" in table and "Aggregates over 2 datasets" in table
+    csv = pd.read_csv(out / "equal_line.csv")
+    assert set(csv.dataset_id) == {N2, N4} and (csv.seeds == 2).all()
+    assert set(pd.read_csv(out / "aggregates.csv").statistic) == {"IQM", "median", "mean"}
+    assert (out / "plots" / "equal_line-smoke-curves.png").stat().st_size > 0
+    assert (out / "plots" / "equal_line-smoke-profile.png").stat().st_size > 0
+    export = json.loads((out / "marl_eval.json").read_text())
+    run = export["equal_line"][N2]["bc"]["run_1"]
+    assert run["step_1"]["step_count"] == 50 and len(run["absolute_metrics"]["return"]) == 40
+
+    capsys.readouterr()
+    assert evaluate(out, seeds="2") == 0
+    assert "4 skipped" in capsys.readouterr().out
+    assert records(out) == recs
+    assert main(["leaderboard", "--out", str(out), "--bootstrap-reps", "50"]) == 0
+
+
+def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
+    from baselines.bc import BCDiscrete
+
+    clean, out = built / "clean", built / "lb"
+    assert evaluate(clean) == 0
+    real_update, calls = BCDiscrete.update, {"n": 0}
+
+    def dies_at_update_30(self):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise RuntimeError("simulated kill")
+        return real_update(self)
+
+    monkeypatch.setattr(BCDiscrete, "update", dies_at_update_30)
+    assert evaluate(out) == 2  # the run raised: exit status 2, no record, a checkpoint
+    assert not record_path(out, "bc", N2, 0).exists()
+    ckpt = torch.load(checkpoint_path(out, "bc", N2, 0), weights_only=True)
+    assert ckpt["step"] == 25 and len(ckpt["curve"]) == 1
+
+    monkeypatch.setattr(BCDiscrete, "update", real_update)
+    assert evaluate(out) == 0
+    recs = records(out)
+    assert list(recs) == [f"runs/bc/{N2}/seed0.json"]
+    resumed = recs[f"runs/bc/{N2}/seed0.json"]
+    assert resumed["status"] == "done" and resumed["resumed_from"] == 25
+    assert not checkpoint_path(out, "bc", N2, 0).exists()
+    # Restoring the learner, its sampler and the RNGs makes the resumed run the uninterrupted one.
+    assert comparable(resumed) == comparable(records(clean)[f"runs/bc/{N2}/seed0.json"])
+
+
+def test_nan_loss_gives_failed_record(built, monkeypatch, capsys):
+    from baselines.bc import BCDiscrete
+
+    real_update, calls = BCDiscrete.update, {"n": 0}
+
+    def nan_at_update_20(self):
+        calls["n"] += 1
+        metrics = real_update(self)
+        return {**metrics, "bc_loss": float("nan")} if calls["n"] == 20 else metrics
+
+    monkeypatch.setattr(BCDiscrete, "update", nan_at_update_20)
+    out = built / "lb"
+    assert evaluate(out) == 0
+    rec = json.loads(record_path(out, "bc", N2, 0).read_text())
+    assert rec["status"] == "failed" and rec["final"] is None
+    assert rec["failure"]["step"] == 20 and "bc_loss=nan" in rec["failure"]["reason"]
+    assert "| failed |" in (out / "equal_line.md").read_text()
+    assert not checkpoint_path(out, "bc", N2, 0).exists()
+
+    monkeypatch.setattr(BCDiscrete, "update", real_update)
+    capsys.readouterr()
+    assert evaluate(out) == 0 and "1 skipped" in capsys.readouterr().out
+    assert evaluate(out, "--retry-failed") == 0
+    assert json.loads(record_path(out, "bc", N2, 0).read_text())["status"] == "done"
+
+
+def test_two_workers_give_the_same_records_as_one(built):
+    one, two = built / "one", built / "two"
+    assert evaluate(one, seeds="2") == 0
+    assert evaluate(two, "--workers", "2", seeds="2") == 0
+    a, b = records(one), records(two)
+    assert list(a) == list(b) == [f"runs/bc/{N2}/seed0.json", f"runs/bc/{N2}/seed1.json"]
+    for key in a:
+        ra, rb = comparable(a[key]), comparable(b[key])
+        assert ra["curve"][-1]["returns"] == pytest.approx(rb["curve"][-1]["returns"], abs=1e-5)
+        assert ra["final"]["mean_return"] == pytest.approx(rb["final"]["mean_return"], abs=1e-5)
+        assert [p["step"] for p in ra["curve"]] == [p["step"] for p in rb["curve"]]
+
+
+def test_bad_input_is_a_clear_error(built, monkeypatch, capsys):
+    assert main(["evaluate", "--algo", "nope", "--out", str(built / "lb")]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown algorithm 'nope'" in err and "bc" in err and "cfcql" in err
+    assert main(["evaluate", "--algo", "bc", "--datasets", "equal_line-n3-*",
+                 "--out", str(built / "lb")]) == 2
+    assert "matches no registered id" in capsys.readouterr().err
+    assert main(["leaderboard", "--out", str(built / "empty")]) == 2
+    assert "no run records" in capsys.readouterr().err
+
+
+def test_unsupported_pairing_is_skipped_with_both_names(built, monkeypatch, capsys):
+    from baselines import ALGORITHMS
+
+    monkeypatch.setitem(ALGORITHMS, "bc_cont", "baselines.bc:BCContinuous")
+    out = built / "lb"
+    assert main(["evaluate", "--algo", "bc_cont", "--protocol", "smoke", "--seeds", "1",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"skipping bc_cont on {N2}" in text and "does not support discrete" in text
+    assert not (out / "runs").exists()
+
+
+def test_run_lock_takes_over_only_dead_owners(tmp_path, monkeypatch):
+    lock_path = tmp_path / "seed0.lock"
+    held = RunLock(lock_path)
+    assert held.acquire() and not RunLock(lock_path).acquire()  # a live owner keeps it
+    held.release()
+    lock_path.write_text(json.dumps({"host": benchmarking.socket.gethostname(), "pid": 2**22 + 7}))
+    monkeypatch.setattr(benchmarking.os, "kill", _no_such_process)
+    taker = RunLock(lock_path)
+    assert taker.acquire()  # the owner is gone: a stale lock is taken over
+    taker.release()
+    assert not lock_path.exists()
+
+
+def _no_such_process(pid, sig):
+    raise ProcessLookupError(pid)
+
+
+def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch):
+    """Synthetic SMAC records: normalised scores where references exist, win-rate table."""
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({"smac-2s3z": {"ref_random": {"value": 0.0, "episodes": 10},
+                                              "ref_expert": {"value": 2.0, "episodes": 10}}}))
+    monkeypatch.setenv("MARL_BENCH_REFERENCE_FILE", str(refs))
+    out = tmp_path / "lb"
+    budget = {"updates": 50, "eval_every": 25, "eval_episodes": 4, "final_episodes": 40}
+    for algo, level in (("bc", 0.5), ("cfcql", 1.5)):
+        for dataset_id, task in (("smac-2s3z-random-v0", "smac-2s3z"),
+                                 ("smac-3s_vs_5z-random-v0", "smac-3s_vs_5z")):
+            for seed in (0, 1):
+                ret = level + 0.1 * seed
+                point = {"episodes": 2, "mean_return": ret, "returns": [ret, ret],
+                         "win_rate": 0.5, "normalized_score": None}
+                benchmarking.write_json_atomic(record_path(out, algo, dataset_id, seed), {
+                    "status": "done", "algo": algo, "dataset_id": dataset_id, "task_id": task,
+                    "family": "smac", "seed": seed, "protocol": "smoke", "budget": budget,
+                    "commit": "abc", "curve": [{"step": 50, **point}],
+                    "final": {"step": 50, **point}})
+    assert main(["leaderboard", "--out", str(out), "--bootstrap-reps", "50"]) == 0
+    table = (out / "smac.md").read_text()
+    assert "| dataset | score | bc | cfcql |" in table
+    assert "| smac-2s3z-random-v0 | normalized | 27.50 ± 2.50 | 77.50 ± 2.50 |" in table
+    assert "| smac-3s_vs_5z-random-v0 | return | 0.55 ± 0.05 | 1.55 ± 0.05 |" in table
+    assert "Win rate (%)" in table and "50.00 ± 0.00" in table
+    export = json.loads((out / "marl_eval.json").read_text())
+    run = export["smac"]["smac-2s3z-random-v0"]["cfcql"]["run_0"]
+    assert run["absolute_metrics"]["normalized_score"] == [75.0, 75.0]
+    assert run["step_0"]["win_rate"] == [0.5]
+    agg = pd.read_csv(out / "aggregates.csv")  # mixed kinds: aggregated on raw returns
+    mean_bc = agg[(agg.algo == "bc") & (agg.statistic == "mean")].point.item()
+    assert mean_bc == pytest.approx(0.55) and set(agg.score) == {"raw return"}

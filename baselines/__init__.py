@@ -19,6 +19,12 @@ ALGORITHMS: dict[str, str] = {
     "cfcql": "baselines.cfcql:make_cfcql",
 }
 
+#: Variants run by name only (never by ``--algo all``): the ablations the leaderboard reports.
+ABLATIONS: dict[str, str] = {
+    "cfcql_sign_plus": "baselines.cfcql:make_cfcql_sign_plus",
+    "cfcql_tau0": "baselines.cfcql:make_cfcql_tau0",
+}
+
 
 def algorithm_names() -> list[str]:
     """The registered algorithm names, sorted."""
@@ -32,11 +38,10 @@ def get_algorithm(name: str) -> Callable[..., Any]:
         KeyError: ``name`` is not registered; the message lists the valid names.
         RuntimeError: the registered module or factory cannot be imported.
     """
-    try:
-        target = ALGORITHMS[name]
-    except KeyError:
+    target = ALGORITHMS.get(name) or ABLATIONS.get(name)
+    if target is None:
         raise KeyError(f"Unknown algorithm {name!r}; valid: {', '.join(algorithm_names())} "
-                       "(or 'all').") from None
+                       f"(or 'all'), and the ablations {', '.join(sorted(ABLATIONS))}.")
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -50,4 +55,4 @@ def get_algorithm(name: str) -> Callable[..., Any]:
                            f"{module_name} has no {attr!r}") from None
 
 
-__all__ = ["ALGORITHMS", "algorithm_names", "get_algorithm"]
+__all__ = ["ALGORITHMS", "ABLATIONS", "algorithm_names", "get_algorithm"]

@@ -39,6 +39,10 @@ class OfflineAlgorithm(abc.ABC):
         supports_discrete / supports_continuous: which action spaces it handles.
         Config: its config dataclass.
         per_dataset: dataset id -> config overrides (the authors' per-dataset table).
+        protocol_overrides: protocol name -> config overrides that size the run for that
+            protocol's budget (``smoke`` for tests, ``quick`` for a 2-core machine); they sit
+            between the per-dataset table and explicit overrides, and every run records the
+            resolved config.
     """
 
     name: ClassVar[str]
@@ -46,6 +50,7 @@ class OfflineAlgorithm(abc.ABC):
     supports_continuous: ClassVar[bool] = False
     Config: ClassVar[type[BaseConfig]]
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = {}
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BaseConfig):
         self.info, self.dataset, self.config = info, dataset, config
@@ -61,9 +66,11 @@ class OfflineAlgorithm(abc.ABC):
             raise ValueError(f"{cls.name} does not support {kind} actions, which {dataset_id} has.")
 
     @classmethod
-    def config_for(cls, dataset_id: str, **overrides: Any) -> BaseConfig:
-        """The default config, then the per-dataset table's entry, then explicit overrides."""
-        return cls.Config(**{**cls.per_dataset.get(dataset_id, {}), **overrides})
+    def config_for(cls, dataset_id: str, protocol: str | None = None,
+                   **overrides: Any) -> BaseConfig:
+        """Defaults, then the per-dataset entry, then the protocol's sizing, then overrides."""
+        return cls.Config(**{**cls.per_dataset.get(dataset_id, {}),
+                             **cls.protocol_overrides.get(protocol or "", {}), **overrides})
 
     @abc.abstractmethod
     def update(self) -> dict[str, float]:

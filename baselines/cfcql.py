@@ -434,6 +434,12 @@ class CFCQLDiscrete(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = CFCQLDiscreteConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = DISCRETE_PER_DATASET
+    # CPU sizing: the behaviour model gets a tenth of its steps and batches shrink to 32
+    # episodes under `quick`; `smoke` only exercises the code.
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"bc_steps": 20, "batch_size": 8},
+        "quick": {"bc_steps": 500, "batch_size": 32},
+    }
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: CFCQLDiscreteConfig):
         self.check_supports(info, dataset.dataset_id)
@@ -603,6 +609,13 @@ class CFCQLContinuous(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = CFCQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = CONTINUOUS_PER_DATASET
+    # The authors' VAE (hidden 750, 20 importance samples, 1e5 steps) costs about 1.7 s per
+    # update on a 2-core CPU; `quick` uses a small one so that every dataset fits the budget.
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"vae_steps": 20, "vae_hidden_dim": 32, "vae_samples": 2, "batch_size": 64},
+        "quick": {"vae_steps": 2000, "vae_hidden_dim": 128, "vae_samples": 5,
+                  "batch_size": 256},
+    }
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: CFCQLContinuousConfig):
         self.check_supports(info, dataset.dataset_id)
@@ -844,6 +857,16 @@ class _TransitionSampler:
 # =================================================================================================
 # Entry point
 # =================================================================================================
+def make_cfcql_sign_plus(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
+    """Ablation: lambda with the authors' current code's sign (+1) instead of the paper's."""
+    return make_cfcql(info, dataset, **{**overrides, "sign": 1})
+
+
+def make_cfcql_tau0(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
+    """Ablation: tau = 0, so lambda is uniform (1/n) over agents."""
+    return make_cfcql(info, dataset, **{**overrides, "tau": 0.0})
+
+
 def make_cfcql(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
     """The CFCQL learner for the dataset's action space, configured for the dataset.
 

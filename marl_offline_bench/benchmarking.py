@@ -84,7 +84,7 @@ _FAMILIES = ("equal_line", "mpe", "mamujoco", "smac")
 #: MaMuJoCo follows OMAR's HalfCheetah runs. The algorithm owners pin these from the paper.
 PROTOCOLS: dict[str, dict[str, Budget]] = {
     "smoke": {f: Budget(50, 25, 4, 40) for f in _FAMILIES},
-    "quick": {f: Budget(2_000, 500, 32, 100 if f == "mamujoco" else 320) for f in _FAMILIES},
+    "quick": {f: Budget(1_000, 250, 32, 100 if f == "mamujoco" else 320) for f in _FAMILIES},
     "full": {
         "equal_line": Budget(1_600, 100, 32, 320),
         "smac": Budget(2_000, 100, 32, 320),
@@ -239,13 +239,13 @@ def algorithm_names() -> list[str]:
 
 def resolve_algorithms(spec: str) -> list[str]:
     """``"all"``, one name or a comma list -> registered names (unknown names raise KeyError)."""
-    from baselines import ALGORITHMS
+    from baselines import ABLATIONS, ALGORITHMS
 
     names = algorithm_names() if spec == "all" else [s.strip() for s in spec.split(",") if s]
     for name in names:
-        if name not in ALGORITHMS:
+        if name not in ALGORITHMS and name not in ABLATIONS:
             raise KeyError(f"Unknown algorithm {name!r}; valid: {', '.join(sorted(ALGORITHMS))}"
-                           " (or 'all').")
+                           f" (or 'all'), and the ablations {', '.join(sorted(ABLATIONS))}.")
     if not names:
         raise ValueError("--algo is empty; give a registered name or 'all'.")
     return names
@@ -514,7 +514,7 @@ def _train_and_record(job: RunJob, rec_path: Path, ckpt_path: Path,
     dataset = _load_dataset(job.dataset_id)
     try:
         algo = get_algorithm(job.algo)(info, dataset, seed=job.seed, device=job.device,
-                                       **job.overrides)
+                                       protocol=job.protocol, **job.overrides)
         type(algo).check_supports(info, job.dataset_id)
     except ValueError as err:
         if _raised_by_check_supports(err):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import TaskEnv, TaskInfo, VecObservation, VecStep, VectorTaskEnv
+from .base import TaskEnv, TaskInfo, VecObservation, VecStep, VectorTaskEnv, import_jaxmarl_quietly
 
 __all__ = [
     "TaskEnv", "TaskInfo", "VecObservation", "VecStep", "VectorTaskEnv",
@@ -30,18 +30,6 @@ ENGINES: dict[str, tuple[str, ...]] = {
     "mamujoco": ("gymnasium_robotics",),
     "smac": ("smax", "sc2"),
 }
-
-
-def _import_jaxmarl_quietly() -> None:
-    """Import jaxmarl once with its start-up prints sent to nowhere (they would pollute
-    command-line output such as ``marl-bench list --json``)."""
-    import contextlib
-    import io
-    import sys
-
-    if "jaxmarl" not in sys.modules:
-        with contextlib.redirect_stdout(io.StringIO()):
-            import jaxmarl  # noqa: F401
 
 
 def split_task_id(task_id: str) -> tuple[str, str]:
@@ -82,7 +70,7 @@ def make_env(task_id: str, engine: str | None = None, **kwargs: Any) -> TaskEnv:
 
         return EqualLineEnv(int(name[1:]))
     if family == "mpe":
-        _import_jaxmarl_quietly()
+        import_jaxmarl_quietly()
         from .mpe import MPEEnv
 
         _resolve_engine(family, engine)
@@ -91,7 +79,7 @@ def make_env(task_id: str, engine: str | None = None, **kwargs: Any) -> TaskEnv:
         from .mamujoco import MaMuJoCoEnv
 
         return MaMuJoCoEnv(name, **kwargs)
-    _import_jaxmarl_quietly()
+    import_jaxmarl_quietly()
     from .smax import make_smac_env
 
     return make_smac_env(name, engine=_resolve_engine(family, engine), **kwargs)
@@ -110,7 +98,7 @@ def make_vec_env(
 
         return EqualLineVectorEnv(int(name[1:]), num_envs)
     if family == "mpe":
-        _import_jaxmarl_quietly()
+        import_jaxmarl_quietly()
         from .mpe import MPEVectorEnv
 
         return MPEVectorEnv(name, num_envs, engine=engine, **kwargs)
@@ -118,7 +106,7 @@ def make_vec_env(
         from .mamujoco import MaMuJoCoVectorEnv
 
         return MaMuJoCoVectorEnv(name, num_envs, **kwargs)
-    _import_jaxmarl_quietly()
+    import_jaxmarl_quietly()
     from .smax import make_smac_vec_env
 
     return make_smac_vec_env(name, num_envs, engine=engine, **kwargs)
@@ -132,7 +120,7 @@ def task_info(task_id: str, **kwargs: Any) -> TaskInfo:
 
         return equal_line_info(int(name[1:]))
     if family == "mpe":
-        _import_jaxmarl_quietly()
+        import_jaxmarl_quietly()
         from .mpe import task_info as mpe_info
 
         return mpe_info(name)
@@ -140,7 +128,7 @@ def task_info(task_id: str, **kwargs: Any) -> TaskInfo:
         from .mamujoco import task_info as mamujoco_info
 
         return mamujoco_info(name)
-    _import_jaxmarl_quietly()
+    import_jaxmarl_quietly()
     from .smax import task_info as smax_info
 
     return smax_info(name, **kwargs)

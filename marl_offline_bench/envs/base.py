@@ -236,6 +236,30 @@ class TaskEnv(ParallelEnv):
         return info
 
 
+def import_jaxmarl_quietly():
+    """``import jaxmarl`` without its start-up prints ("Importing submoduled environments...").
+
+    ``redirect_stdout`` alone misses them (a module imported on the way swaps ``sys.stdout``),
+    so ``print`` itself is silenced for the duration of the import. They would otherwise pollute
+    command-line output such as ``marl-bench list --json``.
+    """
+    import builtins
+    import contextlib
+    import io
+    import sys
+
+    if "jaxmarl" in sys.modules:
+        return sys.modules["jaxmarl"]
+    original = builtins.print
+    builtins.print = lambda *args, **kwargs: None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import jaxmarl
+    finally:
+        builtins.print = original
+    return jaxmarl
+
+
 def pad_observations(per_agent: list[np.ndarray], obs_dim: int) -> np.ndarray:
     """Stack per-agent observations [B, d_i] into [B, n_agents, obs_dim], zero-padded."""
     batch = per_agent[0].shape[0]

@@ -15,8 +15,9 @@ Engine ``"smax"`` (the default)
     battle still going on. Quirk: SMAX's own ``dones["__all__"]`` reads the step counter before
     incrementing it, so on its own it first fires on step 101 (``env.step`` episodes in
     JaxMARL's baselines last up to 101 steps); the adapter ends episodes after step 100
-    (``max_steps``), as the task's limit says. ``won`` = every enemy dead and at least one ally alive (SMAX pays its
-    win bonus on exactly that condition; both teams dying together is a draw).
+    (``max_steps``), as the task's limit says. ``won`` = every enemy dead and at least one ally
+    alive (SMAX pays its win bonus on exactly that condition; both teams dying together is a
+    draw).
 
     Keys: an episode reset with seed ``s`` in copy ``i`` of a batch starts from
     ``key = fold_in(PRNGKey(s), i)``, then ``key, reset_key = split(key)`` and
@@ -35,8 +36,10 @@ Engine ``"sc2"``
     engines never share an id. StarCraft II seeds a game when it is launched, so by default a
     game keeps the seed of its first ``reset`` and later seeds are ignored; pass
     ``reseed=True`` to relaunch the game whenever a new seed is asked for (seconds per reset).
-    SC2 is not bit-reproducible in any case.
+    SC2 is not bit-reproducible in any case. SMAC refuses unavailable actions; the adapter
+    replaces them by stop (alive unit) or no-op (dead unit), as SMAX ignores them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import TaskEnv, TaskInfo, VecObservation, VecStep, VectorTaskEnv
+from .base import TaskEnv, TaskInfo, VecObservation, VecStep, VectorTaskEnv, import_jaxmarl_quietly
 
 MAPS = ("2s3z", "3s_vs_5z", "5m_vs_6m", "6h_vs_8z")
 ENGINE_NAMES = {"smax": "jaxmarl.smax", "sc2": "oxwhirl.smac+starcraft2"}
@@ -68,7 +71,9 @@ def _check_map(name: str) -> None:
 
 def _check_engine(engine: str) -> None:
     if engine not in ENGINE_NAMES:
-        raise ValueError(f"Engine {engine!r} cannot run smac tasks; choose one of {tuple(ENGINE_NAMES)}.")
+        raise ValueError(
+            f"Engine {engine!r} cannot run smac tasks; choose one of {tuple(ENGINE_NAMES)}."
+        )
 
 
 def derive_seed(seed: int, index: int) -> int:
@@ -124,6 +129,9 @@ def _settings_key(kw: dict[str, Any]) -> tuple:
     return tuple(sorted(settings.items()))
 
 
+_import_jaxmarl = import_jaxmarl_quietly
+
+
 class _SMAXCore:
     """The jaxmarl env and the jitted per-copy / batched functions for one map and settings.
 
@@ -134,7 +142,8 @@ class _SMAXCore:
     def __init__(self, name: str, settings: tuple):
         import jax
         import jax.numpy as jnp
-        import jaxmarl
+
+        jaxmarl = _import_jaxmarl()
         from jaxmarl.environments.smax import map_name_to_scenario
 
         self.settings = dict(settings)
@@ -245,7 +254,9 @@ class SMAXVectorEnv(VectorTaskEnv):
     def reset(self, seed: int) -> VecObservation:
         import jax.numpy as jnp
 
-        self._carry, obs = self._core.reset_batch(self._core.base_key(seed), jnp.asarray(self._indices))
+        self._carry, obs = self._core.reset_batch(
+            self._core.base_key(seed), jnp.asarray(self._indices)
+        )
         o, s, av = _host(obs)
         return VecObservation(obs=o, state=s, avail_actions=av)
 
@@ -255,7 +266,8 @@ class SMAXVectorEnv(VectorTaskEnv):
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs, self.info.n_agents):
             raise ValueError(
-                f"SMAX actions must have shape {(self.num_envs, self.info.n_agents)}, got {actions.shape}"
+                f"SMAX actions must have shape {(self.num_envs, self.info.n_agents)}, "
+                f"got {actions.shape}"
             )
         self._carry, out = self._core.step_batch(self._carry, actions.astype(np.int32, copy=False))
         o, s, av, rew, term, trunc, won = _host(out)
@@ -316,13 +328,15 @@ class SMAXEnv(TaskEnv):
 # oxwhirl SMAC on StarCraft II
 # =====================================================================================
 SC2_INSTALL_HELP = (
-    "The 'sc2' engine runs oxwhirl's SMAC on StarCraft II. Install it with\n"
-    "  pip install git+https://github.com/oxwhirl/smac.git\n"
-    "(the PyPI package named 'smac' is SMAC3, an unrelated hyper-parameter optimiser), install\n"
-    "StarCraft II (Linux: the headless build 4.10 from https://github.com/Blizzard/s2client-proto,\n"
-    "unzipped with the password 'iagreetotheeula'), copy the SMAC maps into\n"
-    "$SC2PATH/Maps/SMAC_Maps (https://github.com/oxwhirl/smac/releases/download/v0.1-beta1/"
-    "SMAC_Maps.zip), and point SC2PATH at the StarCraft II folder (default ~/StarCraftII).\n"
+    "The 'sc2' engine runs oxwhirl's SMAC on StarCraft II. To use it:\n"
+    "  1. pip install git+https://github.com/oxwhirl/smac.git\n"
+    "     (the PyPI package named 'smac' is SMAC3, an unrelated hyper-parameter optimiser);\n"
+    "  2. install StarCraft II (Linux: the headless build 4.10 from\n"
+    "     https://github.com/Blizzard/s2client-proto, password 'iagreetotheeula');\n"
+    "  3. unzip the SMAC maps\n"
+    "     (https://github.com/oxwhirl/smac/releases/download/v0.1-beta1/SMAC_Maps.zip)\n"
+    "     into $SC2PATH/Maps/SMAC_Maps;\n"
+    "  4. set SC2PATH to the StarCraft II folder (default ~/StarCraftII on Linux).\n"
     "Without StarCraft II use the default engine 'smax' (JaxMARL's SMAX)."
 )
 
@@ -338,13 +352,17 @@ def _sc2_default_path() -> str:
 def _import_starcraft2_env():
     """oxwhirl's ``StarCraft2Env`` class, or a RuntimeError saying what is missing."""
     if importlib.util.find_spec("smac") is None:
-        raise RuntimeError("The 'smac' package (oxwhirl SMAC) is not installed.\n" + SC2_INSTALL_HELP)
+        raise RuntimeError(
+            "The 'smac' package (oxwhirl SMAC) is not installed.\n" + SC2_INSTALL_HELP
+        )
     try:
         from smac.env import StarCraft2Env
     except ImportError as err:
         import smac
 
-        if importlib.util.find_spec("smac.facade") is not None or hasattr(smac, "HyperparameterOptimizationFacade"):
+        if importlib.util.find_spec("smac.facade") is not None or hasattr(
+            smac, "HyperparameterOptimizationFacade"
+        ):
             what = (
                 "The installed 'smac' package is SMAC3 (the hyper-parameter optimiser from PyPI), "
                 "not oxwhirl's StarCraft Multi-Agent Challenge."
@@ -402,7 +420,12 @@ def _sc2_task_info(name: str, **kw: Any) -> TaskInfo:
             "pysc2_version": _version("pysc2"),
             "map": name,
             "sc2_game_version": settings.get("game_version"),
-            **{k: v for k, v in settings.items() if isinstance(v, (bool, int, float, str, type(None)))},
+            "unavailable_actions": "replaced by stop (alive unit) or no-op (dead unit)",
+            **{
+                k: v
+                for k, v in settings.items()
+                if isinstance(v, (bool, int, float, str, type(None)))
+            },
         },
     )
 
@@ -412,11 +435,15 @@ class _SC2Game:
 
     def __init__(self, name: str, info: TaskInfo, reseed: bool, settings: dict[str, Any]):
         self._cls = _import_starcraft2_env()
-        self.name, self.info, self.reseed, self.settings = name, info, reseed, settings
+        self.settings = dict(settings)
+        self.default_seed = self.settings.pop("seed", None)
+        self.name, self.info, self.reseed = name, info, reseed
         self.env = None
         self.seed: int | None = None
 
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if seed is None:
+            seed = self.default_seed
         if self.env is None or (self.reseed and seed is not None and seed != self.seed):
             self.close()
             self.seed = seed
@@ -428,11 +455,22 @@ class _SC2Game:
         env, n = self.env, self.info.n_agents
         obs = np.stack([np.asarray(env.get_obs_agent(i), np.float32) for i in range(n)])
         state = np.asarray(env.get_state(), np.float32)
-        avail = np.stack([np.asarray(env.get_avail_agent_actions(i)) for i in range(n)]).astype(bool)
+        avail = np.stack([np.asarray(env.get_avail_agent_actions(i)) for i in range(n)]).astype(
+            bool
+        )
         return obs, state, avail
 
     def step(self, actions) -> dict[str, Any]:
-        reward, done, info = self.env.step([int(a) for a in actions])
+        # SMAC asserts that every action is available; SMAX ignores unavailable ones. Replace
+        # them by stop (alive units) or no-op (dead units) so that both engines accept any action.
+        chosen = []
+        for i, a in enumerate(actions):
+            avail = self.env.get_avail_agent_actions(i)
+            a = int(a)
+            if not (0 <= a < len(avail)) or not avail[a]:
+                a = 1 if avail[1] else 0
+            chosen.append(a)
+        reward, done, info = self.env.step(chosen)
         truncated = bool(done) and bool(info.get("episode_limit", False))
         if done and not info:
             # SMAC answers (0, True, {}) when the game crashed and was relaunched.
@@ -440,8 +478,13 @@ class _SC2Game:
         terminated = bool(done) and not truncated
         obs, state, avail = self.observe()
         return dict(
-            obs=obs, state=state, avail=avail, reward=float(reward),
-            terminated=terminated, truncated=truncated, won=bool(info.get("battle_won", False)),
+            obs=obs,
+            state=state,
+            avail=avail,
+            reward=float(reward),
+            terminated=terminated,
+            truncated=truncated,
+            won=bool(info.get("battle_won", False)),
         )
 
     def close(self) -> None:
@@ -482,9 +525,13 @@ class SC2Env(TaskEnv):
         self._state = out["state"]
         n = self.info.n_agents
         return dict(
-            obs=list(out["obs"]), avail=out["avail"],
-            agent_rewards=np.full(n, out["reward"], np.float32), reward=out["reward"],
-            terminated=out["terminated"], truncated=out["truncated"], won=out["won"],
+            obs=list(out["obs"]),
+            avail=out["avail"],
+            agent_rewards=np.full(n, out["reward"], np.float32),
+            reward=out["reward"],
+            terminated=out["terminated"],
+            truncated=out["truncated"],
+            won=out["won"],
         )
 
     def state(self) -> np.ndarray:
@@ -526,12 +573,20 @@ class SC2VectorEnv(VectorTaskEnv):
                 continue
             out = game.step(actions[i])
             self._last[i] = (out["obs"], out["state"], out["avail"])
-            reward[i], term[i], trunc[i], won[i] = out["reward"], out["terminated"], out["truncated"], out["won"]
+            reward[i], term[i], trunc[i], won[i] = (
+                out["reward"],
+                out["terminated"],
+                out["truncated"],
+                out["won"],
+            )
             self._done[i] = term[i] or trunc[i]
         return VecStep(
-            next=self._stack(self._last), reward=reward,
+            next=self._stack(self._last),
+            reward=reward,
             agent_rewards=np.repeat(reward[:, None], n, axis=1),
-            terminated=term, truncated=trunc, won=won,
+            terminated=term,
+            truncated=trunc,
+            won=won,
         )
 
     def close(self) -> None:

@@ -17,6 +17,11 @@ from typing import Any, Callable
 ALGORITHMS: dict[str, str] = {
     "bc": "baselines.bc:make_bc",
     "cfcql": "baselines.cfcql:make_cfcql",
+    # "discrete|continuous": the two action spaces live in separate files.
+    "macql": "baselines.macql:make_macql",
+    "maicq": "baselines.maicq:make_maicq",
+    "omar": "baselines.omar_discrete:make_omar_discrete",
+    "madtkd": "baselines.madtkd:make_madtkd",
 }
 
 #: Variants run by name only (never by ``--algo all``): the ablations the leaderboard reports.
@@ -42,6 +47,13 @@ def get_algorithm(name: str) -> Callable[..., Any]:
     if target is None:
         raise KeyError(f"Unknown algorithm {name!r}; valid: {', '.join(algorithm_names())} "
                        f"(or 'all'), and the ablations {', '.join(sorted(ABLATIONS))}.")
+    if "|" in target:
+        discrete, continuous = target.split("|")
+        return _by_action_space(name, discrete, continuous)
+    return _import_factory(name, target)
+
+
+def _import_factory(name: str, target: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -53,6 +65,15 @@ def get_algorithm(name: str) -> Callable[..., Any]:
     except AttributeError:
         raise RuntimeError(f"algorithm {name!r} is registered as {target!r}, but "
                            f"{module_name} has no {attr!r}") from None
+
+
+def _by_action_space(name: str, discrete: str, continuous: str) -> Callable[..., Any]:
+    """A factory that builds the discrete or the continuous version from ``info.discrete``."""
+    def factory(info, dataset, **overrides):
+        return _import_factory(name, discrete if info.discrete else continuous)(
+            info, dataset, **overrides)
+    factory.__name__ = f"make_{name}"
+    return factory
 
 
 __all__ = ["ALGORITHMS", "ABLATIONS", "algorithm_names", "get_algorithm"]

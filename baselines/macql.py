@@ -1,0 +1,289 @@
+"""MACQL: conservative Q-learning applied to the joint action of a QMIX value (discrete).
+
+The "naive multi-agent CQL" baseline of Shao et al., "Counterfactual Conservative Q Learning for
+Offline Multi-agent Reinforcement Learning", NeurIPS 2023 (Sec. 3.3 and appendix C.3), which
+extends CQL(H) (Kumar et al., NeurIPS 2020) to QMIX (Rashid et al. 2018) by pushing down the
+logsumexp of Q_tot over *joint* actions. The joint space has |A|^n members, so the logsumexp runs
+over N sampled joint actions.
+Reference code: github.com/thu-rllab/CFCQL, ``discrete/src/learners/cq_learner.py`` with
+``raw_cql: True`` (``config/algs/cql_qmix.yaml``, ``raw_sample_actions: 100``).
+Update rules: ``ALGORITHMS.md`` of this project, sections "Shared backbones" and "MACQL".
+
+Update (one call of :meth:`MACQLDiscrete.update`, on a batch of whole episodes):
+
+    Q       = agent_net(o)                                     # (B, T+1, n, A)
+    y       = TD_lambda(r, done, mask, target_mixer(target_Q[argmax_avail Q], s))   # double Q
+    L_td    = 0.5 * masked_mean((mixer(Q[a_D], s) - y)^2)
+    a^1..N  ~ uniform over each agent's available actions, independently   # (B, T, N, n)
+    L_cql   = masked_mean( logsumexp_k mixer(Q[a^k], s) - mixer(Q[a_D], s) )
+    loss    = L_td + alpha * L_cql
+
+The mixer's hypernetworks run once per state (``QMixer.hyper``) and mix all N sampled joint
+actions in one batched product (``QMixer.mix``).
+
+Deviations from the reference code:
+* Joint actions are drawn uniformly over each agent's *available* actions. The code draws every
+  agent's action uniformly over all actions and multiplies Q_tot by 0 when any of them is
+  unavailable, so such samples still enter the logsumexp with value 0.
+* alpha defaults to 5, the value ALGORITHMS.md records. Note for readers of the code: its
+  ``cql_qmix.yaml`` sets both ``cql_alpha: 5.0`` and ``global_cql_alpha: 50.0``, and the
+  ``raw_cql`` branch multiplies its term by ``global_cql_alpha``; set ``alpha=50`` to run that.
+* Adam (the code's ``optimizer: 'adam'``) at 1e-3, hard target copy every 25 updates (the code
+  counts 200 episodes at 8 per training call), as the shared QMIX backbone.
+* TD(lambda) targets treat truncated episodes shorter than the batch correctly
+  (:func:`~baselines.networks.td_lambda_targets`).
+
+Per-dataset settings: the code runs one configuration for every map and quality, so the
+per-dataset table is empty.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from marl_offline_bench.dataset import MARLDataset
+from marl_offline_bench.envs import TaskInfo
+
+from .base import BaseConfig, OfflineAlgorithm
+from .cfcql import qmix_td_loss
+from .greedy import RecurrentGreedyPolicy
+from .networks import (MixerWeights, QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
+                       hard_update, make_target, masked_argmax, masked_mean, td_lambda_targets)
+
+__all__ = [
+    "MACQLConfig", "MACQLDiscrete", "make_macql", "PER_DATASET",
+    # loss functions
+    "sample_joint_actions", "sampled_joint_q", "macql_penalty",
+]
+
+
+# =================================================================================================
+# Config and per-dataset table
+# =================================================================================================
+@dataclass
+class MACQLConfig(BaseConfig):
+    """Discrete MACQL on the QMIX backbone. Defaults: the reference code (ALGORITHMS.md)."""
+
+    batch_size: int = 128
+    """Episodes per update."""
+    lr: float = 1e-3
+    """Adam learning rate of the agent network and mixer."""
+    grad_clip: float = 10.0
+    """Gradient-norm clip over the agent network and mixer together."""
+    gamma: float = 0.99
+    """Discount (per task; 0.99 on every discrete task)."""
+    td_lambda: float = 0.6
+    """lambda of the TD(lambda) targets."""
+    target_update_interval: int = 25
+    """Updates between hard copies of the agent network and mixer into their targets."""
+    hidden_dim: int = 64
+    """Width of the agent network's layers and GRU."""
+    mixing_dim: int = 32
+    """Width of the QMIX mixing layer."""
+    hypernet_dim: int = 64
+    """Width of the mixer's hypernetworks."""
+    alpha: float = 5.0
+    """Weight of the joint-action conservative term."""
+    num_sampled_actions: int = 100
+    """N, joint actions drawn per state for the logsumexp."""
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be non-negative, got {self.alpha}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.td_lambda <= 1.0:
+            raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError(f"lr and grad_clip must be positive, got {self.lr}, {self.grad_clip}")
+        for name in ("batch_size", "target_update_interval", "hidden_dim", "mixing_dim",
+                     "hypernet_dim", "num_sampled_actions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+#: dataset id -> overrides. Empty: the reference code uses one setting for every dataset.
+PER_DATASET: dict[str, dict[str, Any]] = {}
+
+
+# =================================================================================================
+# Loss functions (pure)
+# =================================================================================================
+def sample_joint_actions(avail: torch.Tensor, num_samples: int,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw joint actions, each agent's action uniform over its available actions.
+
+    Args:
+        avail: (..., n, A) bool. A row with no available action is treated as all available
+            (it can only be padding).
+        num_samples: N, joint actions per leading index.
+        generator: optional torch generator.
+
+    Returns:
+        (..., N, n) int64.
+    """
+    lead, n_actions = avail.shape[:-1], avail.shape[-1]
+    probs = avail.reshape(-1, n_actions).float()
+    probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, torch.ones_like(probs))
+    drawn = torch.multinomial(probs, num_samples, replacement=True, generator=generator)
+    return drawn.reshape(*lead, num_samples).transpose(-1, -2)           # (..., N, n)
+
+
+def sampled_joint_q(agent_qs: torch.Tensor, joint_actions: torch.Tensor,
+                    weights: MixerWeights) -> torch.Tensor:
+    """Q_tot of K joint actions per state, with the mixer's weights computed once per state.
+
+    Args:
+        agent_qs: (..., n, A) every agent's Q for every action.
+        joint_actions: (..., K, n) int64.
+        weights: ``mixer.hyper(state)`` for the states (leading dims ``...``).
+
+    Returns:
+        (..., K).
+    """
+    k = joint_actions.shape[-2]
+    expanded = agent_qs.unsqueeze(-3).expand(*agent_qs.shape[:-2], k, *agent_qs.shape[-2:])
+    joint_qs = expanded.gather(-1, joint_actions.unsqueeze(-1)).squeeze(-1)   # (..., K, n)
+    return QMixer.mix(joint_qs, weights)
+
+
+def macql_penalty(sampled_q: torch.Tensor, q_tot: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """The joint-action CQL(H) term, before alpha: masked_mean(logsumexp_k Q_tot^k - Q_tot(a_D)).
+
+    Args:
+        sampled_q: (B, T, K) Q_tot of the sampled joint actions.
+        q_tot: (B, T) Q_tot of the dataset's joint actions.
+        mask: (B, T) true on real steps.
+    """
+    return masked_mean(sampled_q.logsumexp(dim=-1) - q_tot, mask)
+
+
+# =================================================================================================
+# Trainer
+# =================================================================================================
+class MACQLDiscrete(OfflineAlgorithm):
+    """QMIX with a CQL(H) term over sampled joint actions (see the module docstring)."""
+
+    name: ClassVar[str] = "macql"
+    supports_discrete: ClassVar[bool] = True
+    supports_continuous: ClassVar[bool] = False
+    needs_state: ClassVar[bool] = True
+    Config: ClassVar[type[BaseConfig]] = MACQLConfig
+    per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    config: MACQLConfig
+
+    def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MACQLConfig):
+        self.check_supports(info, dataset.dataset_id)
+        super().__init__(info, dataset, config)
+        cfg, device = config, torch.device(config.device)
+        n, n_actions = info.n_agents, info.n_actions
+        self.agent = RNNAgent(agent_input_dim(info.obs_dim, n_actions, n), n_actions,
+                              cfg.hidden_dim).to(device)
+        self.mixer = QMixer(n, info.state_dim, cfg.mixing_dim, cfg.hypernet_dim).to(device)
+        self.target_agent, self.target_mixer = make_target(self.agent), make_target(self.mixer)
+        self.params = [*self.agent.parameters(), *self.mixer.parameters()]
+        self.optimiser = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
+                                       device=cfg.device)
+        self.updates = 0
+
+    def update(self) -> dict[str, float]:
+        cfg = self.config
+        batch = next(self.sampler)
+        obs, state = batch["obs"], batch["states"]                  # (B,T+1,n,o), (B,T+1,S)
+        actions = batch["actions"].long()                           # (B, T, n)
+        mask = batch["mask"]                                        # (B, T)
+        avail = batch.get("avail_actions")                          # (B, T+1, n, A)
+        if avail is None:
+            avail = torch.ones(*obs.shape[:3], self.info.n_actions, dtype=torch.bool,
+                               device=obs.device)
+
+        inputs = build_agent_inputs(obs, actions, self.info.n_actions)
+        agent_qs = self.agent.unroll(inputs)                        # (B, T+1, n, A)
+
+        with torch.no_grad():                                       # double-Q TD(lambda)
+            target_qs = self.target_agent.unroll(inputs)
+            greedy = masked_argmax(agent_qs.detach(), avail)         # (B, T+1, n)
+            next_values = self.target_mixer(target_qs.gather(-1, greedy.unsqueeze(-1)).squeeze(-1),
+                                            state)                  # (B, T+1)
+            targets = td_lambda_targets(batch["rewards"], batch["terminals"], mask, next_values,
+                                        cfg.gamma, cfg.td_lambda)   # (B, T)
+
+        qs, step_avail = agent_qs[:, :-1], avail[:, :-1]            # the T acting steps
+        weights = self.mixer.hyper(state[:, :-1])                   # once per state
+        q_tot = sampled_joint_q(qs, actions.unsqueeze(-2), weights).squeeze(-1)   # (B, T)
+        td_loss = qmix_td_loss(q_tot, targets, mask)
+
+        joint = sample_joint_actions(step_avail, cfg.num_sampled_actions)          # (B,T,N,n)
+        sampled_q = sampled_joint_q(qs, joint, weights)                            # (B, T, N)
+        penalty = macql_penalty(sampled_q, q_tot, mask)
+        loss = td_loss + cfg.alpha * penalty
+
+        self.optimiser.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.optimiser.step()
+        self.updates += 1
+        if self.updates % cfg.target_update_interval == 0:
+            hard_update(self.target_agent, self.agent)
+            hard_update(self.target_mixer, self.mixer)
+
+        return {
+            "td_loss": td_loss.item(),
+            "cql_loss": (cfg.alpha * penalty).item(),
+            "cql_penalty": penalty.item(),
+            "q_taken_mean": masked_mean(q_tot.detach(), mask).item(),
+            "q_sampled_mean": masked_mean(sampled_q.detach().mean(-1), mask).item(),
+            "target_mean": masked_mean(targets, mask).item(),
+            "grad_norm": grad_norm.item(),
+        }
+
+    def policy(self) -> RecurrentGreedyPolicy:
+        return RecurrentGreedyPolicy(self.agent, self.info.n_agents, self.info.n_actions,
+                                     self.config.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "agent": self.agent.state_dict(), "mixer": self.mixer.state_dict(),
+            "target_agent": self.target_agent.state_dict(),
+            "target_mixer": self.target_mixer.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "updates": self.updates,
+            "sampler_rng": self.sampler.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.mixer.load_state_dict(state["mixer"])
+        self.target_agent.load_state_dict(state["target_agent"])
+        self.target_mixer.load_state_dict(state["target_mixer"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.updates = int(state["updates"])
+        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])
+
+
+# =================================================================================================
+# Entry point
+# =================================================================================================
+def make_macql(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> MACQLDiscrete:
+    """The discrete MACQL learner, configured for the dataset.
+
+    Config = :class:`MACQLConfig` defaults, then :data:`PER_DATASET` for
+    ``dataset.dataset_id``, then ``overrides``.
+
+    Raises:
+        ValueError: the task has continuous actions (continuous MACQL is a separate module,
+            ``baselines.macql_continuous``).
+    """
+    if not info.discrete:
+        raise ValueError(f"baselines.macql handles discrete actions only, and {dataset.dataset_id} "
+                         "has continuous ones; use the continuous MACQL in "
+                         "baselines.macql_continuous.")
+    return MACQLDiscrete(info, dataset, MACQLDiscrete.config_for(dataset.dataset_id, **overrides))

@@ -18,10 +18,12 @@ ALGORITHMS: dict[str, str] = {
     "bc": "baselines.bc:make_bc",
     "cfcql": "baselines.cfcql:make_cfcql",
     # "discrete|continuous": the two action spaces live in separate files.
-    "macql": "baselines.macql:make_macql",
-    "maicq": "baselines.maicq:make_maicq",
-    "omar": "baselines.omar_discrete:make_omar_discrete",
+    "macql": "baselines.macql:make_macql|baselines.macql_continuous:make_macql_continuous",
+    "maicq": "baselines.maicq:make_maicq|baselines.maicq_continuous:make_maicq_continuous",
+    "omar": "baselines.omar_discrete:make_omar_discrete|baselines.omar:make_omar_continuous",
     "madtkd": "baselines.madtkd:make_madtkd",
+    "matd3bc": "baselines.matd3bc:make_matd3bc",
+    "icql": "baselines.icql:make_icql",
 }
 
 #: Variants run by name only (never by ``--algo all``): the ablations the leaderboard reports.

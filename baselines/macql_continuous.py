@@ -1,0 +1,274 @@
+"""MACQL (continuous): the naive multi-agent CQL, CQL(H) on a centralised critic's joint action.
+
+Papers: Kumar, Zhou, Tucker, Levine, "Conservative Q-Learning for Offline Reinforcement
+Learning", NeurIPS 2020 (arXiv:2006.04779); its multi-agent extension is the MACQL baseline of
+Shao et al., "Counterfactual Conservative Q Learning for Offline Multi-agent Reinforcement
+Learning", NeurIPS 2023 (Sec. 3.3, appendix C.3). Reference code: github.com/aviralkumar2907/CQL
+(``SimpleSAC/conservative_sac.py``) and github.com/thu-rllab/CFCQL
+(``continuous/algorithms/maddpg_cc.py`` with ``--central_critic --cql``, no ``--cf_cql``).
+Update rules: ``ALGORITHMS.md`` of this project, "Shared backbones" and "MACQL".
+
+Critic: centralised twin Q_k(s, a_1..a_n) on the team reward, TD3 targets. The conservative
+term samples whole joint actions: M = 10 from each of uniform on [-1, 1]^{sum_i d_i},
+clip(pi(o) + N(0, 0.2)) and clip(pi(o') + N(0, 0.2)), every agent's action drawn afresh in
+every sample (:func:`joint_action_samples`), and pushes down
+  sum_k mean_b [ logsumexp_m (Q_k(s, a^m) - log p(a^m)) - Q_k(s, a_D) ],
+p the joint density (the product of the agents'). With n agents the joint space grows
+exponentially, which is the weakness CFCQL's counterfactual term addresses.
+Actors: MADDPG's centralised policy gradient, L = -mean_b Q_1(s, pi_1(o_1), ..., pi_n(o_n)) +
+1e-3 sum_i mean_b mean_dims pi_i^2. As in the CFCQL code, one round is one critic+actor update
+then 4 critic-only updates, with the targets moved (Polyak) after the round; gradient norms are
+clipped at 0.5 (critic; each actor).
+
+Deviations from the reference code (each chosen, not forced):
+* Sampled joint actions come from all three sources on every task (the CFCQL code's MPE branch
+  draws uniform ones only); target smoothing is TD3's clip(N(0, 0.2), -0.5, 0.5) (the code:
+  N(0, 0.05)); MPE's lr is 1e-3 (the code's simple_spread override: 0.01).
+* The actor loss sums the agents' action penalties (the code too); the critic trains on the team
+  reward (``dataset["rewards"]``; the code read agent 0's reward). No input BatchNorm. gamma is a
+  per-task setting, 0.95 everywhere as the code ran it.
+* Per-dataset alpha: the CFCQL code's ``env_config_map``, which serves its CQL runs with and
+  without the counterfactual term; "mixed" datasets keep the default alpha 1.0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from marl_offline_bench.dataset import MARLDataset
+from marl_offline_bench.envs import TaskInfo
+
+from .base import BaseConfig, OfflineAlgorithm
+from .greedy import DeterministicActorPolicy
+from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
+from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
+from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
+from .sampling_continuous import continuous_per_dataset
+
+__all__ = ["MACQLContinuous", "MACQLContinuousConfig", "make_macql_continuous", "PER_DATASET",
+           "joint_action_samples", "centralised_actor_loss"]
+
+
+# =================================================================================================
+# Config and per-dataset table
+# =================================================================================================
+@dataclass
+class MACQLContinuousConfig(BaseConfig):
+    """MACQL on the central twin critic. Defaults: the CFCQL code's MPE settings."""
+
+    batch_size: int = 1024
+    """Transitions per update."""
+    hidden_dim: int = 64
+    """Hidden width of the actors and critic (MPE 64, HalfCheetah 256)."""
+    lr: float = 1e-3
+    """Adam learning rate of actors and critic."""
+    target_rate: float = 0.01
+    """Polyak rate of the target networks, applied once per round."""
+    gamma: float = 0.95
+    """Discount (per task; 0.95 on every continuous task, as the code ran)."""
+    alpha: float = 1.0
+    """Weight of the CQL(H) term (per dataset)."""
+    num_sampled_actions: int = 10
+    """M, joint actions drawn per source for the logsumexp."""
+    policy_samples: bool = True
+    """Besides uniform samples, draw around pi(o) and pi(o') (False: uniform only)."""
+    sample_noise: float = 0.2
+    """Standard deviation of the Gaussian around the policy's actions in the CQL samples."""
+    target_noise: float = 0.2
+    """Standard deviation of the target policy smoothing noise."""
+    target_noise_clip: float = 0.5
+    """Clip of the target policy smoothing noise."""
+    critic_updates_per_round: int = 5
+    """Updates per round: the first updates critic and actors, the others the critic only."""
+    grad_clip: float = 0.5
+    """Gradient-norm clip of the critic and of each actor."""
+    action_reg: float = 1e-3
+    """Weight of the actors' mean squared action penalty."""
+
+    def __post_init__(self) -> None:
+        check_continuous_config(self)
+        if self.critic_updates_per_round < 1:
+            raise ValueError(f"critic_updates_per_round must be at least 1, got "
+                             f"{self.critic_updates_per_round}")
+
+
+#: The CFCQL code's alpha per task and quality (its ``env_config_map``).
+_CQL_ALPHA: dict[str, dict[str, dict[str, float]]] = {
+    "mpe-cn": {"random": {"alpha": 0.5}, "medium-replay": {"alpha": 1.0},
+               "medium": {"alpha": 5.0}, "expert": {"alpha": 2.5}},
+    "mpe-pp": {"random": {"alpha": 0.5}, "medium-replay": {"alpha": 0.5},
+               "medium": {"alpha": 0.6}, "expert": {"alpha": 2.0}},
+    "mpe-world": {"random": {"alpha": 0.5}, "medium-replay": {"alpha": 0.5},
+                  "medium": {"alpha": 0.32}, "expert": {"alpha": 0.3}},
+    "mamujoco-halfcheetah_2x3": {"random": {"alpha": 0.1}, "medium-replay": {"alpha": 0.4},
+                                 "medium": {"alpha": 1.0}, "expert": {"alpha": 1.7}},
+}
+#: dataset id -> overrides: backbone sizes and gamma of its task, then the code's alpha.
+PER_DATASET: dict[str, dict[str, Any]] = continuous_per_dataset(per_quality=_CQL_ALPHA)
+
+
+# =================================================================================================
+# Loss functions (pure)
+# =================================================================================================
+def joint_action_samples(policy_actions: torch.Tensor, next_policy_actions: torch.Tensor,
+                         num: int, std: float, action_mask: torch.Tensor,
+                         policy_samples: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint actions for MACQL's logsumexp: every agent's action is drawn in every sample.
+
+    Args:
+        policy_actions, next_policy_actions: (B, n, d) pi(o) and pi(o'), detached.
+        num: M per source; std: the Gaussian sources' standard deviation.
+        action_mask: (n, d).
+        policy_samples: False keeps the uniform source only.
+
+    Returns:
+        joint actions (B, K, n*d) and their joint log densities (B, K), the sum of the agents'.
+    """
+    samples, log_density = cql_action_samples(policy_actions, next_policy_actions, num, std,
+                                              action_mask, policy_samples)  # (B,K,n,d), (B,K,n)
+    return samples.flatten(-2), log_density.sum(-1)
+
+
+def centralised_actor_loss(q1_policy: torch.Tensor, policy_actions: torch.Tensor,
+                           action_mask: torch.Tensor, action_reg: float) -> torch.Tensor:
+    """MADDPG's actor loss on the joint policy action.
+
+    L = -mean_b Q_1(s, pi_1(o_1), ..., pi_n(o_n)) + action_reg sum_i mean_b mean_dims pi_i^2.
+
+    Args:
+        q1_policy: (B,); policy_actions: (B, n, d); action_mask: (n, d).
+    """
+    squared = (policy_actions.pow(2) * action_mask).sum(-1) / action_mask.sum(-1)   # (B, n)
+    return -q1_policy.mean() + action_reg * squared.mean(0).sum()
+
+
+# =================================================================================================
+# Trainer
+# =================================================================================================
+class MACQLContinuous(OfflineAlgorithm):
+    """Naive multi-agent CQL(H) on the central twin critic (see the module docstring).
+
+    One :meth:`update` is one critic step; the first of every round of
+    ``critic_updates_per_round`` also updates the actors, and the targets move after the last.
+    """
+
+    name: ClassVar[str] = "macql"
+    supports_discrete: ClassVar[bool] = False
+    supports_continuous: ClassVar[bool] = True
+    needs_state: ClassVar[bool] = True
+    Config: ClassVar[type[BaseConfig]] = MACQLContinuousConfig
+    per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    config: MACQLContinuousConfig
+
+    def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MACQLContinuousConfig):
+        self.check_supports(info, dataset.dataset_id)
+        super().__init__(info, dataset, config)
+        cfg, device = config, torch.device(config.device)
+        mask = np.asarray(info.action_mask, bool)
+        self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
+        self.actors = AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device)
+        self.critic = TwinCritic(info.state_dim, info.n_agents * info.action_dim,
+                                 cfg.hidden_dim).to(device)
+        self.target_actors, self.target_critic = make_target(self.actors), make_target(self.critic)
+        self.actor_optimiser = torch.optim.Adam(self.actors.parameters(), lr=cfg.lr)
+        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.sampler = dataset.sampler(cfg.batch_size, kind="transitions", seed=cfg.seed,
+                                       device=cfg.device)
+        self.updates = 0
+
+    def update(self) -> dict[str, float]:
+        cfg = self.config
+        batch = next(self.sampler)
+        state, next_state = batch["states"], batch["next_states"]               # (B, S)
+        obs, next_obs = batch["observations"], batch["next_observations"]      # (B, n, o)
+        actions = batch["actions"]                                             # (B, n, d)
+        batch_size = actions.shape[0]
+
+        with torch.no_grad():
+            next_actions = target_policy_smoothing(self.target_actors(next_obs), cfg.target_noise,
+                                                   cfg.target_noise_clip, self.action_mask)
+            next_q = self.target_critic(next_state, next_actions.flatten(1))   # (2, B)
+            targets = twin_td_targets(batch["rewards"], batch["terminals"], next_q, cfg.gamma)
+            joint, log_density = joint_action_samples(
+                self.actors(obs), self.actors(next_obs), cfg.num_sampled_actions,
+                cfg.sample_noise, self.action_mask, cfg.policy_samples)       # (B,K,nd), (B,K)
+
+        features = self.critic.state_features(state)                            # (2, B, H)
+        q_data = self.critic.from_features(features, actions.reshape(batch_size, 1, -1))[..., 0]
+        td_loss = twin_td_loss(q_data, targets)
+        q_sampled = self.critic.from_features(features, joint)                 # (2, B, K)
+        penalty = cql_h_penalty(q_sampled, log_density, q_data)
+        critic_loss = td_loss + cfg.alpha * penalty
+        self.critic_optimiser.zero_grad()
+        critic_loss.backward()
+        critic_grad = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+        self.critic_optimiser.step()
+        metrics = {
+            "td_loss": td_loss.item(), "cql_loss": (cfg.alpha * penalty).item(),
+            "cql_penalty": penalty.item(), "q_data_mean": q_data.mean().item(),
+            "q_sampled_mean": q_sampled.mean().item(), "target_mean": targets.mean().item(),
+            "critic_grad_norm": critic_grad.item(),
+        }
+
+        round_step = self.updates % cfg.critic_updates_per_round
+        if round_step == 0:
+            policy_actions = self.actors(obs)                                  # (B, n, d)
+            q1_policy = self.critic(state, policy_actions.flatten(1))[0]       # (B,)
+            actor_loss = centralised_actor_loss(q1_policy, policy_actions, self.action_mask,
+                                                cfg.action_reg)
+            self.actor_optimiser.zero_grad()
+            actor_loss.backward()
+            clip_grad_norm_agentwise_(self.actors, cfg.grad_clip)
+            self.actor_optimiser.step()
+            metrics.update(actor_loss=actor_loss.item(), q_policy_mean=q1_policy.mean().item())
+        if round_step == cfg.critic_updates_per_round - 1:
+            soft_update(self.target_critic, self.critic, cfg.target_rate)
+            soft_update(self.target_actors, self.actors, cfg.target_rate)
+        self.updates += 1
+        return metrics
+
+    def policy(self) -> DeterministicActorPolicy:
+        return DeterministicActorPolicy(self.actors, self.config.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "actors": self.actors.state_dict(), "critic": self.critic.state_dict(),
+            "target_actors": self.target_actors.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "actor_optimiser": self.actor_optimiser.state_dict(),
+            "critic_optimiser": self.critic_optimiser.state_dict(),
+            "updates": self.updates,
+            "sampler_rng": self.sampler.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actors.load_state_dict(state["actors"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_actors.load_state_dict(state["target_actors"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.actor_optimiser.load_state_dict(state["actor_optimiser"])
+        self.critic_optimiser.load_state_dict(state["critic_optimiser"])
+        self.updates = int(state["updates"])
+        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])
+
+
+# =================================================================================================
+# Entry point
+# =================================================================================================
+def make_macql_continuous(info: TaskInfo, dataset: MARLDataset,
+                          **overrides: Any) -> OfflineAlgorithm:
+    """Continuous MACQL for a dataset: defaults, then its per-dataset entry, then overrides.
+
+    Raises:
+        ValueError: the dataset's actions are discrete.
+    """
+    MACQLContinuous.check_supports(info, dataset.dataset_id)
+    return MACQLContinuous(info, dataset, MACQLContinuous.config_for(dataset.dataset_id,
+                                                                     **overrides))

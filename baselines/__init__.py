@@ -22,7 +22,7 @@ ALGORITHMS: dict[str, str] = {
     "maicq": "baselines.maicq:make_maicq|baselines.maicq_continuous:make_maicq_continuous",
     "omar": "baselines.omar_discrete:make_omar_discrete|baselines.omar:make_omar_continuous",
     "madtkd": "baselines.madtkd:make_madtkd",
-    "matd3bc": "baselines.matd3bc:make_matd3bc",
+    "matd3-bc": "baselines.matd3bc:make_matd3bc",
     "icql": "baselines.icql:make_icql",
 }
 
@@ -31,6 +31,19 @@ ABLATIONS: dict[str, str] = {
     "cfcql_sign_plus": "baselines.cfcql:make_cfcql_sign_plus",
     "cfcql_tau0": "baselines.cfcql:make_cfcql_tau0",
 }
+
+
+#: How tables name each algorithm (the papers' spelling).
+DISPLAY_NAMES: dict[str, str] = {
+    "bc": "BC", "cfcql": "CFCQL", "macql": "MACQL", "maicq": "MAICQ", "omar": "OMAR",
+    "madtkd": "MADTKD", "matd3-bc": "MATD3-BC", "icql": "ICQL",
+    "cfcql_sign_plus": "CFCQL (sign +1)", "cfcql_tau0": "CFCQL (tau 0)",
+}
+
+
+def display_name(name: str) -> str:
+    """The name tables print for a registered algorithm id."""
+    return DISPLAY_NAMES.get(name, name)
 
 
 def algorithm_names() -> list[str]:
@@ -78,4 +91,4 @@ def _by_action_space(name: str, discrete: str, continuous: str) -> Callable[...,
     return factory
 
 
-__all__ = ["ALGORITHMS", "ABLATIONS", "algorithm_names", "get_algorithm"]
+__all__ = ["ALGORITHMS", "ABLATIONS", "DISPLAY_NAMES", "display_name", "algorithm_names", "get_algorithm"]

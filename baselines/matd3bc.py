@@ -219,7 +219,7 @@ def td3bc_actor_loss(q_policy: torch.Tensor, policy_actions: torch.Tensor,
 class MATD3BC(OfflineAlgorithm):
     """TD3+BC with per-agent actors and a centralised twin critic (see the module docstring)."""
 
-    name: ClassVar[str] = "matd3bc"
+    name: ClassVar[str] = "matd3-bc"
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True

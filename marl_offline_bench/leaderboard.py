@@ -133,7 +133,10 @@ def family_table(runs: pd.DataFrame, column: str = "score",
             cell = by_algo.get(algo)
             row[algo] = "" if cell is None else _format_cell(cell._asdict(), show_seeds)
         display_rows.append(row)
-    return pd.DataFrame(display_rows, columns=["dataset"] + algos), long
+    from baselines import display_name
+
+    display = pd.DataFrame(display_rows, columns=["dataset"] + algos)
+    return display.rename(columns={a: display_name(a) for a in algos}), long
 
 
 # -- aggregates (rliable) --------------------------------------------------------------------------

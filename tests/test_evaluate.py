@@ -213,7 +213,7 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
                     "final": {"step": 50, **point}})
     assert main(["leaderboard", "--out", str(out), "--bootstrap-reps", "50"]) == 0
     table = (out / "smac.md").read_text()
-    assert "| dataset | score | bc | cfcql |" in table
+    assert "| dataset | score | BC | CFCQL |" in table
     assert "| smac-2s3z-random-v0 | normalized | 27.50 ± 2.50 | 77.50 ± 2.50 |" in table
     assert "| smac-3s_vs_5z-random-v0 | return | 0.55 ± 0.05 | 1.55 ± 0.05 |" in table
     assert "Win rate (%)" in table and "50.00 ± 0.00" in table

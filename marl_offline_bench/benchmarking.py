@@ -6,7 +6,8 @@ end a final evaluation plays ``budget.final_episodes`` (10x) episodes and its sc
 reported: the last, never the best.
 
 Each run owns exactly one record file, written atomically (temporary file + ``os.replace``) by
-the process that ran it::
+one owner: the process that ran it (the local executor), or the driver, to which a Ray task
+returns its record (:mod:`marl_offline_bench.ray_executor`)::
 
     <out>/runs/<algo>/<dataset_id>/seed<k>.json         the record (status "done" or "failed")
     <out>/checkpoints/<algo>/<dataset_id>/seed<k>.pt    resume state, deleted once recorded
@@ -159,16 +160,54 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any] | None:
-    import torch
-
     if not path.exists():
         return None
+    return checkpoint_from_bytes(path.read_bytes(), str(path))
+
+
+def checkpoint_to_bytes(state: dict[str, Any]) -> bytes:
+    """A checkpoint serialised as :func:`torch.save` writes it to a file."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def checkpoint_from_bytes(blob: bytes, where: str) -> dict[str, Any] | None:
+    """A checkpoint from its bytes, or None (with a warning naming ``where``) if unreadable."""
+    import io
+
+    import torch
+
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        return torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
     except Exception as err:  # any unreadable checkpoint means: start the run again
         logger.warning("ignoring unreadable checkpoint %s (%s); starting the run afresh",
-                       path, err)
+                       where, err)
         return None
+
+
+class FileCheckpoints:
+    """A run's checkpoint in a file beside its record (the local executor's store).
+
+    A checkpoint store has ``load() -> dict | None`` and ``save(state)``; the Ray executor's
+    store keeps the same files on the driver's disk, reached through an actor.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> dict[str, Any] | None:
+        return _load_checkpoint(self.path)
+
+    def save(self, state: dict[str, Any]) -> None:
+        _save_checkpoint(self.path, state)
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
 class RunLock:
@@ -269,7 +308,8 @@ def check_pairing(algo: str, dataset_id: str) -> None:
 
 # -- datasets ----------------------------------------------------------------------------------
 def select_datasets(pattern: str | None, build: bool = True,
-                    report: Callable[[str], None] | None = None) -> list[str]:
+                    report: Callable[[str], None] | None = None,
+                    keep_unbuilt: bool = False) -> list[str]:
     """The dataset ids to evaluate on.
 
     Args:
@@ -278,6 +318,9 @@ def select_datasets(pattern: str | None, build: bool = True,
         build: build registered, buildable datasets that match but are not on disk yet
             (through :func:`marl_offline_bench.load`).
         report: where progress and skip messages go.
+        keep_unbuilt: keep registered, buildable datasets that match but are not on disk here,
+            without building them: the runs build them where they run (the Ray executor's
+            ``build_on_nodes``). Takes precedence over ``build``.
 
     Raises:
         KeyError: an exact id that is not registered (the message lists the nearest ids).
@@ -318,6 +361,9 @@ def select_datasets(pattern: str | None, build: bool = True,
         blocker = build_blocker(entry)
         if blocker is not None:
             say(f"skipping, not built: {blocker}")
+            continue
+        if keep_unbuilt:
+            usable.append(dataset_id)
             continue
         if not build:
             say(f"skipping {dataset_id}: not built (build it with marl-bench collect)")
@@ -449,49 +495,108 @@ def _load_dataset(dataset_id: str):
     return _DATASET_CACHE[dataset_id]
 
 
-def run_job(job: RunJob) -> RunOutcome:
-    """Run one job to its record, resuming from its checkpoint, or skip it if recorded.
+def _recorded(job: RunJob) -> RunOutcome | None:
+    """``skipped`` when the job already has a record that counts, else None."""
+    record = read_record(record_path(Path(job.out), job.algo, job.dataset_id, job.seed))
+    if record and _same_protocol(record, job) and (record.get("status") == "done" or (
+            record.get("status") == "failed" and not job.retry_failed)):
+        return RunOutcome(job, "skipped", f"already recorded ({record['status']})",
+                          final_score=_final_score(record))
+    return None
 
-    Never raises for a run's own failure: the outcome says what happened (``error`` carries
-    the exception's message, and the checkpoint stays for a re-run).
+
+def claim_run(job: RunJob) -> tuple[RunOutcome | None, RunLock | None]:
+    """Decide whether ``job`` must run, and if so take its lock.
+
+    Returns:
+        ``(outcome, None)`` when it must not run (``skipped``: recorded; ``busy``: another
+        process holds it), else ``(None, lock)``: the caller runs it, writes its record and
+        then releases the lock.
     """
-    started = time.time()
     out = Path(job.out)
     rec_path = record_path(out, job.algo, job.dataset_id, job.seed)
     ckpt_path = checkpoint_path(out, job.algo, job.dataset_id, job.seed)
-
-    def finished() -> RunOutcome | None:
-        record = read_record(rec_path)
-        if record and _same_protocol(record, job) and (record.get("status") == "done" or (
-                record.get("status") == "failed" and not job.retry_failed)):
-            return RunOutcome(job, "skipped", f"already recorded ({record['status']})",
-                              final_score=_final_score(record))
-        return None
-
-    if (outcome := finished()) is not None and not ckpt_path.exists():
-        return outcome
+    if (outcome := _recorded(job)) is not None and not ckpt_path.exists():
+        return outcome, None
     lock = RunLock(rec_path.with_suffix(".lock"))
     if not lock.acquire():
-        return RunOutcome(job, "busy", f"another process holds {lock.path}")
+        return RunOutcome(job, "busy", f"another process holds {lock.path}"), None
     try:
-        if (outcome := finished()) is not None:  # recorded, maybe while we took the lock
+        if (outcome := _recorded(job)) is not None:  # recorded, maybe while we took the lock
             _remove_checkpoint(ckpt_path)  # left by a kill between record and clean-up
-            return outcome
+            lock.release()
+            return outcome, None
         old = read_record(rec_path)
-        if old and not _same_protocol(old, job):
-            logger.warning("%s: replacing its record made under protocol %r %s", job.key,
-                           old.get("protocol"), old.get("budget"))
+    except BaseException:
+        lock.release()
+        raise
+    if old and not _same_protocol(old, job):
+        logger.warning("%s: replacing its record made under protocol %r %s", job.key,
+                       old.get("protocol"), old.get("budget"))
+    return None, lock
+
+
+def attempt_run(job: RunJob, checkpoints: Any) -> tuple[RunOutcome, dict[str, Any] | None]:
+    """Train ``job`` from its checkpoint store to a record, without writing the record.
+
+    Never raises for a run's own failure: the outcome says what happened (``error`` carries
+    the exception's message, and the checkpoint stays for a re-run).
+
+    Args:
+        job: the run.
+        checkpoints: its checkpoint store (``load()``, ``save(state)``), e.g.
+            :class:`FileCheckpoints`.
+
+    Returns:
+        The outcome, and the record to write when the outcome is ``done`` or ``failed``
+        (else None).
+    """
+    started = time.time()
+    try:
         if job.torch_threads:
             import torch
 
             torch.set_num_threads(job.torch_threads)
-        return _train_and_record(job, rec_path, ckpt_path, started)
+        record = _train(job, checkpoints)
     except Unsupported as err:
-        return RunOutcome(job, "unsupported", str(err))
+        return RunOutcome(job, "unsupported", str(err)), None
     except Exception as err:
         logger.exception("run %s raised", job.key)
         return RunOutcome(job, "error", f"{type(err).__name__}: {err}",
-                          seconds=time.time() - started)
+                          seconds=time.time() - started), None
+    message = record["failure"]["reason"] if record["status"] == "failed" else ""
+    return RunOutcome(job, record["status"], message, final_score=_final_score(record),
+                      seconds=time.time() - started), record
+
+
+def finish_run(job: RunJob, record: dict[str, Any]) -> None:
+    """Write a run's record (atomically) and then delete its checkpoint."""
+    out = Path(job.out)
+    write_json_atomic(record_path(out, job.algo, job.dataset_id, job.seed), record)
+    _remove_checkpoint(checkpoint_path(out, job.algo, job.dataset_id, job.seed))
+
+
+def run_job(job: RunJob) -> RunOutcome:
+    """Run one job to its record, resuming from its checkpoint, or skip it if recorded.
+
+    The process that runs it writes its record. Never raises for a run's own failure: the
+    outcome says what happened (``error`` carries the exception's message, and the checkpoint
+    stays for a re-run).
+    """
+    outcome, lock = claim_run(job)
+    if lock is None:
+        return outcome
+    try:
+        ckpt_path = checkpoint_path(Path(job.out), job.algo, job.dataset_id, job.seed)
+        outcome, record = attempt_run(job, FileCheckpoints(ckpt_path))
+        if record is not None:
+            try:
+                finish_run(job, record)
+            except OSError as err:
+                logger.exception("run %s: its record could not be written", job.key)
+                return RunOutcome(job, "error", f"{type(err).__name__}: {err}",
+                                  seconds=outcome.seconds)
+        return outcome
     finally:
         lock.release()
 
@@ -502,8 +607,9 @@ def _final_score(record: dict[str, Any]) -> float | None:
     return final.get("mean_return") if score is None else score
 
 
-def _train_and_record(job: RunJob, rec_path: Path, ckpt_path: Path,
-                      started: float) -> RunOutcome:
+def _train(job: RunJob, checkpoints: Any) -> dict[str, Any]:
+    """Train ``job`` to its record (status ``done``, or ``failed`` on a non-finite loss),
+    resuming from and saving to ``checkpoints``. Other exceptions propagate."""
     from baselines import get_algorithm
 
     from .collect import git_commit, package_versions
@@ -524,7 +630,7 @@ def _train_and_record(job: RunJob, rec_path: Path, ckpt_path: Path,
     budget = job.budget
 
     step, curve, elapsed, resumed_from = 0, [], 0.0, None
-    state = _load_checkpoint(ckpt_path)
+    state = checkpoints.load()
     if state is not None:
         def portable(c: dict[str, Any]) -> dict[str, Any]:  # a run may resume on another device
             return {k: v for k, v in (c or {}).items() if k != "device"}
@@ -538,7 +644,7 @@ def _train_and_record(job: RunJob, rec_path: Path, ckpt_path: Path,
             elapsed, resumed_from = float(state["elapsed"]), int(state["step"])
         else:
             logger.warning("%s: checkpoint %s was made under another protocol or config; "
-                           "starting afresh", job.key, ckpt_path)
+                           "starting afresh", job.key, checkpoints)
 
     record: dict[str, Any] = {
         "format": RECORD_FORMAT,
@@ -575,7 +681,7 @@ def _train_and_record(job: RunJob, rec_path: Path, ckpt_path: Path,
                 curve.append(point)
                 window = []
                 if step < budget.updates:
-                    _save_checkpoint(ckpt_path, {
+                    checkpoints.save({
                         "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
                         "curve": curve, "protocol": job.protocol, "budget": asdict(budget),
                         "config": config,
@@ -584,19 +690,14 @@ def _train_and_record(job: RunJob, rec_path: Path, ckpt_path: Path,
         record.update(status="failed", failure={"step": step, "reason": str(err)}, curve=curve,
                       final=None, wall_time_s=round(elapsed + time.time() - segment_start, 3),
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_json_atomic(rec_path, record)
-        _remove_checkpoint(ckpt_path)
-        return RunOutcome(job, "failed", str(err), seconds=time.time() - started)
+        return record
 
     final = {"step": step, **_evaluate(algo.policy(), entry.task_id, budget.final_episodes,
                                        final_seed)}
     record.update(status="done", curve=curve, final=final,
                   wall_time_s=round(elapsed + time.time() - segment_start, 3),
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    write_json_atomic(rec_path, record)
-    _remove_checkpoint(ckpt_path)
-    return RunOutcome(job, "done", final_score=_final_score(record),
-                      seconds=time.time() - started)
+    return record
 
 
 # -- many runs ------------------------------------------------------------------------------------
@@ -628,12 +729,15 @@ def resolve_device(device: str) -> str:
 def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], protocol: str,
                   out: Path = DEFAULT_OUT, workers: int = 1, device: str = "cpu",
                   overrides: dict[str, Any] | None = None, retry_failed: bool = False,
-                  report: Callable[[str], None] | None = None) -> BenchmarkSummary:
+                  report: Callable[[str], None] | None = None,
+                  executor: Any = None) -> BenchmarkSummary:
     """Run every (algorithm, dataset, seed) job not yet recorded.
 
     Capability is checked once per (algorithm, dataset) pairing; unsupported pairings are
     skipped with a message naming both. With ``workers > 1`` the jobs run in a pool of spawned
-    processes; each job writes its own record, so no result is lost or written twice.
+    processes; each job writes its own record, so no result is lost or written twice. With
+    an ``executor`` (a :class:`~marl_offline_bench.ray_executor.RayExecutor`) the jobs run
+    wherever it sends them, under the same records, locks and checkpoints.
 
     Args:
         algos: registered algorithm names.
@@ -647,6 +751,9 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
             ``algo.key`` to that algorithm only.
         retry_failed: redo runs recorded as failed (a non-finite loss) instead of skipping them.
         report: where progress lines go (default: this module's logger).
+        executor: None for local processes (``workers``), else an object with
+            ``run(jobs, note)`` that calls ``note(outcome)`` once per job, e.g.
+            :class:`~marl_offline_bench.ray_executor.RayExecutor`.
     """
     say = report or logger.info
     if workers < 1:
@@ -689,7 +796,11 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
         say(f"[{len(outcomes)}/{len(jobs)}] {job.key}: {outcome.status}{score}{detail}"
             + (f" in {outcome.seconds:.1f}s" if outcome.seconds else ""))
 
-    if workers == 1 or len(jobs) <= 1:
+    if executor is not None:
+        executor.run(jobs, note)  # it may adapt the jobs (device, threads): order by their key
+        order = {job.key: i for i, job in enumerate(jobs)}
+        outcomes.sort(key=lambda o: order[o.job.key])
+    elif workers == 1 or len(jobs) <= 1:
         for job in jobs:
             note(run_job(job))
     else:
@@ -718,4 +829,5 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
 
 __all__ = ["Budget", "PROTOCOLS", "RunJob", "RunOutcome", "BenchmarkSummary", "run_job",
            "run_benchmark", "select_datasets", "resolve_algorithms", "resolve_device",
-           "record_path", "checkpoint_path", "read_record", "protocol_budget", "DEFAULT_OUT"]
+           "record_path", "checkpoint_path", "read_record", "protocol_budget", "DEFAULT_OUT",
+           "claim_run", "attempt_run", "finish_run", "FileCheckpoints"]

@@ -75,12 +75,35 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect_ids(args: argparse.Namespace) -> list[str]:
+    """The dataset ids a collect names: comma lists (or ``all``) of tasks, times qualities."""
+    spec = _task_name(args)
+    names = (list(FAMILIES[args.env][0]) if spec == "all"
+             else [t.strip() for t in spec.split(",") if t.strip()])
+    qualities = QUALITIES if args.quality == "all" else [args.quality]
+    return [dataset_id_for(args.env, name, quality) for name in names for quality in qualities]
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import collect_dataset
 
-    qualities = QUALITIES if args.quality == "all" else [args.quality]
-    for quality in qualities:
-        dataset_id = dataset_id_for(args.env, _task_name(args), quality)
+    dataset_ids = _collect_ids(args)
+    if args.executor == "ray":
+        from .ray_executor import collect_on_ray
+
+        outcomes = collect_on_ray(dataset_ids, address=args.address,
+                                  report=lambda line: print(line, flush=True),
+                                  episodes=args.episodes, seed=args.seed,
+                                  num_envs=args.num_envs, overwrite=args.force,
+                                  engine=args.engine)
+        failed = [o for o in outcomes if o.status == "error"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(outcomes)} dataset(s) were not built: "
+                               + "; ".join(f"{o.dataset_id}: {o.message}" for o in failed[:5]))
+        return 0
+    if args.address:
+        raise ValueError("--address only applies with --executor ray.")
+    for dataset_id in dataset_ids:
         started = time.time()
         path = collect_dataset(dataset_id, episodes=args.episodes, seed=args.seed,
                                num_envs=args.num_envs, overwrite=args.force,
@@ -160,9 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--num-envs", type=int, default=None, help="lock-step batch size")
 
-    p = sub.add_parser("collect", help="build a dataset on disk")
+    p = sub.add_parser("collect", help="build datasets on disk (--task and --map take comma "
+                                       "lists or 'all')")
     task_args(p)
     p.add_argument("--quality", required=True, choices=list(QUALITIES) + ["all"])
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one after another here (default); ray: all at once as Ray "
+                        "tasks, each written under the building node's MINARI_DATASETS_PATH "
+                        "(shared storage; see docs/cluster.md)")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster (--executor ray): auto or HEAD_IP:6379")
     p.add_argument("--episodes", type=int, default=None, help="default: the registry's size")
     p.add_argument("--engine", default=None, help="simulator override, e.g. sc2 for SMAC")
     p.add_argument("--force", action="store_true", help="rebuild an existing dataset")

@@ -45,6 +45,43 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+_RAY_ONLY = {"address": "--address", "cpus_per_run": "--cpus-per-run",
+             "gpus_per_run": "--gpus-per-run", "max_retries": "--max-retries",
+             "build_on_nodes": "--build-on-nodes"}
+
+
+def _ray_executor(args: argparse.Namespace):
+    """The executor the options ask for: None (local processes) or a RayExecutor.
+
+    Raises:
+        ValueError: Ray-only options without ``--executor ray``, ``--workers`` with it, or a
+            ``--device`` the Ray tasks cannot have.
+        RuntimeError: ``--executor ray`` without Ray installed (naming the extra).
+    """
+    given = [flag for name, flag in _RAY_ONLY.items() if getattr(args, name) not in (None, False)]
+    if args.executor == "local":
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --executor ray.")
+        return None
+    from .ray_executor import RayExecutor
+
+    if args.workers != 1:
+        raise ValueError("--workers is for --executor local; with --executor ray the cluster's "
+                         "CPUs and GPUs set the parallelism (see --cpus-per-run, "
+                         "--gpus-per-run).")
+    executor = RayExecutor(
+        address=args.address,
+        cpus_per_run=1.0 if args.cpus_per_run is None else args.cpus_per_run,
+        gpus_per_run=0.0 if args.gpus_per_run is None else args.gpus_per_run,
+        max_retries=3 if args.max_retries is None else args.max_retries,
+        build_on_nodes=args.build_on_nodes)
+    if args.device not in ("auto", executor.device):
+        raise ValueError(f"--device {args.device} with --executor ray: runs use cuda exactly "
+                         "when --gpus-per-run is positive (Ray shows a task only the GPUs it "
+                         "asks for), so leave --device at auto or set --gpus-per-run.")
+    return executor
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .benchmarking import (resolve_algorithms, resolve_device, run_benchmark,
                                select_datasets)
@@ -53,18 +90,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
+    executor = _ray_executor(args)
     algos = resolve_algorithms(args.algo)
     seeds = _seeds(args.seeds)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device) if executor is None else executor.device
     overrides = _parse_overrides(args.set or [])
-    datasets = select_datasets(args.datasets, build=not args.no_build, report=say)
+    build_on_nodes = executor is not None and executor.build_on_nodes
+    datasets = select_datasets(args.datasets, build=not args.no_build, report=say,
+                               keep_unbuilt=build_on_nodes)
     out = Path(args.out)
+    where = (f"{args.workers} worker(s)" if executor is None else executor.describe())
     say(f"evaluating {', '.join(algos)} on {len(datasets)} dataset(s) x {len(seeds)} seed(s), "
-        f"protocol {args.protocol}, {args.workers} worker(s), device {device} -> {out}")
+        f"protocol {args.protocol}, {where}, device {device} -> {out}")
     started = time.time()
     summary = run_benchmark(algos, datasets, seeds, args.protocol, out=out,
                             workers=args.workers, device=device, overrides=overrides,
-                            retry_failed=args.retry_failed, report=say)
+                            retry_failed=args.retry_failed, report=say, executor=executor)
     counts = ", ".join(f"{summary.count(s)} {s}" for s in
                        ("done", "skipped", "failed", "busy", "error") if summary.count(s))
     say(f"{counts or 'nothing to run'} in {time.time() - started:.1f}s"
@@ -108,8 +149,30 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="quick", choices=list(PROTOCOLS),
                    help="smoke: seconds (tests); quick: what a small CPU machine affords; "
                         "full: the paper's budgets")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes")
-    p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu or cuda[:N]")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (--executor local)")
+    p.add_argument("--device", default="auto",
+                   help="auto (GPU if visible), cpu or cuda[:N]; with --executor ray, cuda "
+                        "exactly when --gpus-per-run is positive")
+    g = p.add_argument_group(
+        "cluster", "Run each (algorithm, dataset, seed) as a Ray task (pip install "
+        "'marl-offline-bench[ray]'; see docs/cluster.md). Records, checkpoints and locks stay "
+        "under --out on this machine; datasets are read on the nodes.")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: processes on this machine (default); ray: tasks on a Ray cluster")
+    g.add_argument("--address", default=None,
+                   help="the Ray cluster to join from a machine in it: auto or HEAD_IP:6379 "
+                        "(default: RAY_ADDRESS or a cluster started on this machine, else Ray "
+                        "on this machine alone)")
+    g.add_argument("--cpus-per-run", type=float, default=None,
+                   help="CPUs each run asks Ray for, also its torch threads (default 1)")
+    g.add_argument("--gpus-per-run", type=float, default=None,
+                   help="GPUs each run asks Ray for; fractions share a GPU (default 0: CPU)")
+    g.add_argument("--max-retries", type=int, default=None,
+                   help="re-runs of a run whose worker died, resuming its checkpoint (default 3)")
+    g.add_argument("--build-on-nodes", action="store_true",
+                   help="build a missing dataset on the node that needs it, instead of failing "
+                        "the run (the driver then builds nothing)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="output folder for runs/, tables and plots (default: ./leaderboards)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

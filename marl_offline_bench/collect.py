@@ -175,24 +175,81 @@ def git_commit() -> str | None:
 
 
 # -- building registered datasets -------------------------------------------------------------
+def _shipped_checkpoint(task_id: str, quality: str):
+    """The shipped behaviour checkpoint of a task, or None (``collection`` is imported lazily)."""
+    try:
+        from collection.behaviour import shipped_checkpoint
+    except ImportError:
+        return None
+    path = shipped_checkpoint(task_id, quality)
+    return path if path.is_file() else None
+
+
 def build_blocker(entry: DatasetEntry) -> str | None:
     """Why this installation cannot build the dataset, or None when it can."""
     task = entry.task
     if task.needs:
         return f"{entry.dataset_id} cannot be built yet: the task needs {task.needs}."
-    if entry.quality != "random":
-        return (f"{entry.dataset_id} needs a trained {task.behaviour.upper()} behaviour "
-                "checkpoint, and none ships with this version of the package yet; only random "
-                "datasets can be built for now (`marl-bench list --buildable`).")
+    if entry.quality == "random":
+        return None
+    if entry.quality == "medium-replay":
+        return (f"{entry.dataset_id} is rebuilt from the {task.behaviour.upper()} learner's "
+                "acting snapshots up to medium performance, which this version does not ship.")
+    needed = ("medium", "expert") if entry.quality == "mixed" else (entry.quality,)
+    missing = [q for q in needed if _shipped_checkpoint(task.task_id, q) is None]
+    if missing:
+        return (f"{entry.dataset_id} needs the trained {task.behaviour.upper()} "
+                f"{' and '.join(missing)} checkpoint of {task.task_id}, and none ships with this "
+                "version of the package yet (`marl-bench list --buildable` shows what can be "
+                "built).")
     return None
 
 
-def behaviour_policy(entry: DatasetEntry, info: TaskInfo, seed: int) -> Policy:
-    """The policy that makes a dataset of this quality, or a clear error if it cannot yet."""
+def behaviour_policy(entry: DatasetEntry, info: TaskInfo, seed: int,
+                     quality: str | None = None) -> Policy:
+    """The policy that makes a dataset of this quality, or a clear error if it cannot yet.
+
+    Shipped behaviour checkpoints act greedily over available actions, as they were evaluated
+    when they were chosen (exploration epsilon 0).
+    """
     blocker = build_blocker(entry)
     if blocker:
         raise RuntimeError(blocker)
-    return RandomPolicy(info, seed)
+    quality = quality or entry.quality
+    if quality == "random":
+        return RandomPolicy(info, seed)
+    from collection.behaviour import behaviour_policy as checkpoint_policy
+
+    return checkpoint_policy(_shipped_checkpoint(entry.task_id, quality), epsilon=0.0, seed=seed)
+
+
+def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
+                      n_episodes: int, seed: int, bar) -> tuple[EpisodeArrays, dict[str, Any]]:
+    """Episodes of a quality and what to add to its recipe."""
+    if entry.quality != "mixed":
+        data = rollout(env, behaviour_policy(entry, info, seed), n_episodes, seed, progress=bar)
+        extra: dict[str, Any] = {}
+        if entry.quality in ("medium", "expert"):
+            path = _shipped_checkpoint(entry.task_id, entry.quality)
+            extra = {"behaviour_checkpoint": f"collection/checkpoints/{entry.task_id}/{path.name}",
+                     "behaviour_sha256": _sha256(path), "epsilon": 0.0}
+        return data, extra
+    half = n_episodes // 2
+    medium = rollout(env, behaviour_policy(entry, info, seed, "medium"), half, seed, progress=bar)
+    expert = rollout(env, behaviour_policy(entry, info, seed + 1, "expert"), n_episodes - half,
+                     seed + 1, progress=bar)
+    extra = {"parts": {"medium": {"episodes": half, "seed": seed},
+                       "expert": {"episodes": n_episodes - half, "seed": seed + 1}},
+             "epsilon": 0.0,
+             "behaviour_checkpoints": [f"collection/checkpoints/{entry.task_id}/medium.pt",
+                                       f"collection/checkpoints/{entry.task_id}/expert.pt"]}
+    return EpisodeArrays.concatenate([medium, expert]), extra
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
@@ -221,13 +278,15 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
     n_episodes = episodes or task.dataset_episodes
     num_envs = min(num_envs or DEFAULT_NUM_ENVS[task.family], n_episodes)
     info = task_info(task.task_id)
-    policy = behaviour_policy(entry, info, seed)
+    blocker = build_blocker(entry)
+    if blocker:
+        raise RuntimeError(blocker)
     env = make_vec_env(task.task_id, num_envs, engine=engine)
     started = time.time()
     try:
         with tqdm(total=n_episodes, desc=f"collect {dataset_id}", unit="ep",
                   disable=not show_progress) as bar:
-            data = rollout(env, policy, n_episodes, seed, progress=bar)
+            data, recipe_extra = _collect_episodes(entry, env, info, n_episodes, seed, bar)
     finally:
         env.close()
     info = env.info
@@ -240,7 +299,8 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
         "dataset_id": dataset_id,
         "task_id": task.task_id,
         "quality": entry.quality,
-        "recipe": {**entry.recipe, "episodes": n_episodes, "seed": seed, "num_envs": num_envs},
+        "recipe": {**entry.recipe, "episodes": n_episodes, "seed": seed, "num_envs": num_envs,
+                   **recipe_extra},
         "engine": info.engine,
         "versions": package_versions(),
         "commit": git_commit(),

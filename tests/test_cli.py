@@ -19,7 +19,9 @@ def test_list_shows_all_65_ids(capsys, minari_root):
     code, out, _ = run(capsys, "list", "--json")
     rows = json.loads(out)
     assert {r["status"] for r in rows} <= {"built", "buildable", "not buildable"}
-    assert sum(r["status"] == "buildable" for r in rows) == 11  # random of every task but PP, World
+    buildable = {r["dataset_id"] for r in rows if r["status"] == "buildable"}
+    randoms = {r["dataset_id"] for r in rows if r["quality"] == "random"}
+    assert randoms - buildable == {"mpe-pp-random-v0", "mpe-world-random-v0"}
 
 
 def test_unknown_task_lists_valid_ones(capsys, minari_root):
@@ -46,8 +48,10 @@ def test_unknown_id_in_info(capsys, minari_root):
 
 
 def test_unbuildable_quality_says_why(capsys, minari_root):
-    code, _, err = run(capsys, "collect", "--env", "equal_line", "--task", "n2", "--quality", "expert")
+    code, _, err = run(capsys, "collect", "--env", "equal_line", "--task", "n10", "--quality", "expert")
     assert code == 2 and "QMIX" in err
+    code, _, err = run(capsys, "collect", "--env", "mpe", "--task", "world", "--quality", "random")
+    assert code == 2 and "prey" in err
 
 
 def test_collect_then_info(capsys, minari_root):

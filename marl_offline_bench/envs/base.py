@@ -237,26 +237,27 @@ class TaskEnv(ParallelEnv):
 
 
 def import_jaxmarl_quietly():
-    """``import jaxmarl`` without its start-up prints ("Importing submoduled environments...").
+    """``import jaxmarl`` without its start-up prints, and without its stream swap.
 
-    ``redirect_stdout`` alone misses them (a module imported on the way swaps ``sys.stdout``),
-    so ``print`` itself is silenced for the duration of the import. They would otherwise pollute
-    command-line output such as ``marl-bench list --json``.
+    jaxmarl prints "Importing submoduled environments..." on import, and one of its modules
+    (``mabrax_env``) resets ``sys.stdout``/``sys.stderr`` to the interpreter's original streams,
+    which breaks any redirection in force (pytest's capture, a caller's ``redirect_stderr``).
+    Both streams are silenced during the import and put back as they were afterwards.
     """
     import builtins
-    import contextlib
     import io
     import sys
 
     if "jaxmarl" in sys.modules:
         return sys.modules["jaxmarl"]
-    original = builtins.print
-    builtins.print = lambda *args, **kwargs: None
+    saved, original_print = (sys.stdout, sys.stderr), builtins.print
+    sys.stdout = sys.stderr = io.StringIO()
+    builtins.print = lambda *args, **kwargs: None  # its prints come after the swap
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            import jaxmarl
+        import jaxmarl
     finally:
-        builtins.print = original
+        sys.stdout, sys.stderr = saved
+        builtins.print = original_print
     return jaxmarl
 
 

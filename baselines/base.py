@@ -80,10 +80,28 @@ class OfflineAlgorithm(abc.ABC):
     def policy(self):
         """A greedy acting policy: ``policy(obs, avail) -> actions`` with optional ``reset(B)``."""
 
-    @abc.abstractmethod
+    #: Attributes whose ``state_dict()`` make up a checkpoint (networks, target networks,
+    #: optimisers, normalisers). With it set, the default :meth:`state_dict` and
+    #: :meth:`load_state_dict` save and restore them together with ``updates``, the batch
+    #: sampler's random state (``self.sampler.rng``) and torch's.
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = ()
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume training (networks, optimisers, counters)."""
+        if not self.checkpoint_attributes:
+            raise NotImplementedError(f"{type(self).__name__} sets no checkpoint_attributes "
+                                      "and does not override state_dict()")
+        state: dict[str, Any] = {name: getattr(self, name).state_dict()
+                                 for name in self.checkpoint_attributes}
+        state.update(config=self.config.to_dict(), updates=self.updates,
+                     sampler_rng=self.sampler.rng.bit_generator.state,
+                     torch_rng=torch.get_rng_state())
+        return state
 
-    @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
+        for name in self.checkpoint_attributes:
+            getattr(self, name).load_state_dict(state[name])
+        self.updates = int(state["updates"])
+        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])

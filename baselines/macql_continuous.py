@@ -157,6 +157,14 @@ class MACQLContinuous(OfflineAlgorithm):
     """
 
     name: ClassVar[str] = "macql"
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
+        "actors",
+        "critic",
+        "target_actors",
+        "target_critic",
+        "actor_optimiser",
+        "critic_optimiser",
+    )
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True
@@ -233,30 +241,6 @@ class MACQLContinuous(OfflineAlgorithm):
 
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "actors": self.actors.state_dict(), "critic": self.critic.state_dict(),
-            "target_actors": self.target_actors.state_dict(),
-            "target_critic": self.target_critic.state_dict(),
-            "actor_optimiser": self.actor_optimiser.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "updates": self.updates,
-            "sampler_rng": self.sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actors.load_state_dict(state["actors"])
-        self.critic.load_state_dict(state["critic"])
-        self.target_actors.load_state_dict(state["target_actors"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.actor_optimiser.load_state_dict(state["actor_optimiser"])
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])
-        self.updates = int(state["updates"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
 
 
 # =================================================================================================

@@ -220,6 +220,16 @@ class MATD3BC(OfflineAlgorithm):
     """TD3+BC with per-agent actors and a centralised twin critic (see the module docstring)."""
 
     name: ClassVar[str] = "matd3-bc"
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
+        "actors",
+        "critic",
+        "target_actors",
+        "target_critic",
+        "actor_optimiser",
+        "critic_optimiser",
+        "obs_norm",
+        "state_norm",
+    )
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True
@@ -294,33 +304,6 @@ class MATD3BC(OfflineAlgorithm):
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(NormalisedActors(self.obs_norm, self.actors),
                                         self.config.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "actors": self.actors.state_dict(), "critic": self.critic.state_dict(),
-            "target_actors": self.target_actors.state_dict(),
-            "target_critic": self.target_critic.state_dict(),
-            "actor_optimiser": self.actor_optimiser.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "obs_norm": self.obs_norm.state_dict(), "state_norm": self.state_norm.state_dict(),
-            "updates": self.updates,
-            "sampler_rng": self.sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actors.load_state_dict(state["actors"])
-        self.critic.load_state_dict(state["critic"])
-        self.target_actors.load_state_dict(state["target_actors"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.actor_optimiser.load_state_dict(state["actor_optimiser"])
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])
-        self.obs_norm.load_state_dict(state["obs_norm"])
-        self.state_norm.load_state_dict(state["state_norm"])
-        self.updates = int(state["updates"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
 
 
 # =================================================================================================

@@ -9,9 +9,9 @@ Each run owns exactly one record file, written atomically (temporary file + ``os
 one owner: the process that ran it (the local executor), or the driver, to which a Ray task
 returns its record (:mod:`marl_offline_bench.ray_executor`)::
 
-    <out>/runs/<algo>/<dataset_id>/seed<k>.json         the record (status "done" or "failed")
+    <out>/runs/<protocol>/<algo>/<dataset_id>/seed<k>.json         the record (status "done" or "failed")
     <out>/checkpoints/<algo>/<dataset_id>/seed<k>.pt    resume state, deleted once recorded
-    <out>/runs/<algo>/<dataset_id>/seed<k>.lock         held while the run is in progress
+    <out>/runs/<protocol>/<algo>/<dataset_id>/seed<k>.lock         held while the run is in progress
 
 A run with a record of the same protocol and budget is skipped; a run killed part-way resumes
 from its last checkpoint (taken at every evaluation); a run whose update metrics stop being
@@ -103,8 +103,9 @@ def protocol_budget(protocol: str, dataset_id: str) -> Budget:
 
 
 # -- paths and atomic files ------------------------------------------------------------------
-def record_path(out: Path, algo: str, dataset_id: str, seed: int) -> Path:
-    return Path(out) / "runs" / algo / dataset_id / f"seed{seed}.json"
+def record_path(out: Path, algo: str, dataset_id: str, seed: int, protocol: str) -> Path:
+    # The protocol is part of the path: a smoke run must never replace a quick run's record.
+    return Path(out) / "runs" / protocol / algo / dataset_id / f"seed{seed}.json"
 
 
 def checkpoint_path(out: Path, algo: str, dataset_id: str, seed: int) -> Path:
@@ -497,7 +498,7 @@ def _load_dataset(dataset_id: str):
 
 def _recorded(job: RunJob) -> RunOutcome | None:
     """``skipped`` when the job already has a record that counts, else None."""
-    record = read_record(record_path(Path(job.out), job.algo, job.dataset_id, job.seed))
+    record = read_record(record_path(Path(job.out), job.algo, job.dataset_id, job.seed, job.protocol))
     if record and _same_protocol(record, job) and (record.get("status") == "done" or (
             record.get("status") == "failed" and not job.retry_failed)):
         return RunOutcome(job, "skipped", f"already recorded ({record['status']})",
@@ -514,7 +515,7 @@ def claim_run(job: RunJob) -> tuple[RunOutcome | None, RunLock | None]:
         then releases the lock.
     """
     out = Path(job.out)
-    rec_path = record_path(out, job.algo, job.dataset_id, job.seed)
+    rec_path = record_path(out, job.algo, job.dataset_id, job.seed, job.protocol)
     ckpt_path = checkpoint_path(out, job.algo, job.dataset_id, job.seed)
     if (outcome := _recorded(job)) is not None and not ckpt_path.exists():
         return outcome, None
@@ -572,7 +573,7 @@ def attempt_run(job: RunJob, checkpoints: Any) -> tuple[RunOutcome, dict[str, An
 def finish_run(job: RunJob, record: dict[str, Any]) -> None:
     """Write a run's record (atomically) and then delete its checkpoint."""
     out = Path(job.out)
-    write_json_atomic(record_path(out, job.algo, job.dataset_id, job.seed), record)
+    write_json_atomic(record_path(out, job.algo, job.dataset_id, job.seed, job.protocol), record)
     _remove_checkpoint(checkpoint_path(out, job.algo, job.dataset_id, job.seed))
 
 

@@ -1,6 +1,6 @@
 """Leaderboards regenerated from run records: tables, aggregates, plots and a marl-eval export.
 
-Everything here is derived from ``<out>/runs/<algo>/<dataset_id>/seed<k>.json`` (see
+Everything here is derived from ``<out>/runs/<protocol>/<algo>/<dataset_id>/seed<k>.json`` (see
 :mod:`marl_offline_bench.benchmarking`) and rewritten on every call, so the folder always agrees
 with the records:
 
@@ -38,7 +38,7 @@ AGGREGATE_METRICS = ("IQM", "median", "mean")
 def load_records(out: Path) -> list[dict[str, Any]]:
     """Every run record under ``out/runs``, sorted by algorithm, dataset and seed."""
     records = []
-    for path in sorted(Path(out).glob("runs/*/*/seed*.json")):
+    for path in sorted(Path(out).glob("runs/*/*/*/seed*.json")):
         try:
             records.append(json.loads(path.read_text()))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -27,6 +27,8 @@ def one_thread():
 @pytest.fixture
 def built(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    # Tables here are checked on raw returns: no shipped reference scores.
+    monkeypatch.setenv("MARL_BENCH_REFERENCE_FILE", str(tmp_path / "no-references.json"))
     mob.collect_dataset(N2, episodes=20, show_progress=False)
     return tmp_path
 
@@ -52,7 +54,7 @@ def test_smoke_end_to_end_then_rerun_skips(built, capsys):
     out = built / "lb"
     assert evaluate(out, seeds="2") == 0
     recs = records(out)
-    assert sorted(recs) == [f"runs/bc/{d}/seed{k}.json" for d in (N2, N4) for k in (0, 1)]
+    assert sorted(recs) == [f"runs/smoke/bc/{d}/seed{k}.json" for d in (N2, N4) for k in (0, 1)]
     budget = PROTOCOLS["smoke"]["equal_line"]
     for rec in recs.values():
         assert rec["status"] == "done" and rec["protocol"] == "smoke"
@@ -97,19 +99,19 @@ def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
 
     monkeypatch.setattr(BCDiscrete, "update", dies_at_update_30)
     assert evaluate(out) == 2  # the run raised: exit status 2, no record, a checkpoint
-    assert not record_path(out, "bc", N2, 0).exists()
+    assert not record_path(out, "bc", N2, 0, "smoke").exists()
     ckpt = torch.load(checkpoint_path(out, "bc", N2, 0), weights_only=True)
     assert ckpt["step"] == 25 and len(ckpt["curve"]) == 1
 
     monkeypatch.setattr(BCDiscrete, "update", real_update)
     assert evaluate(out) == 0
     recs = records(out)
-    assert list(recs) == [f"runs/bc/{N2}/seed0.json"]
-    resumed = recs[f"runs/bc/{N2}/seed0.json"]
+    assert list(recs) == [f"runs/smoke/bc/{N2}/seed0.json"]
+    resumed = recs[f"runs/smoke/bc/{N2}/seed0.json"]
     assert resumed["status"] == "done" and resumed["resumed_from"] == 25
     assert not checkpoint_path(out, "bc", N2, 0).exists()
     # Restoring the learner, its sampler and the RNGs makes the resumed run the uninterrupted one.
-    assert comparable(resumed) == comparable(records(clean)[f"runs/bc/{N2}/seed0.json"])
+    assert comparable(resumed) == comparable(records(clean)[f"runs/smoke/bc/{N2}/seed0.json"])
 
 
 def test_nan_loss_gives_failed_record(built, monkeypatch, capsys):
@@ -125,7 +127,7 @@ def test_nan_loss_gives_failed_record(built, monkeypatch, capsys):
     monkeypatch.setattr(BCDiscrete, "update", nan_at_update_20)
     out = built / "lb"
     assert evaluate(out) == 0
-    rec = json.loads(record_path(out, "bc", N2, 0).read_text())
+    rec = json.loads(record_path(out, "bc", N2, 0, "smoke").read_text())
     assert rec["status"] == "failed" and rec["final"] is None
     assert rec["failure"]["step"] == 20 and "bc_loss=nan" in rec["failure"]["reason"]
     assert "| failed |" in (out / "equal_line.md").read_text()
@@ -135,7 +137,7 @@ def test_nan_loss_gives_failed_record(built, monkeypatch, capsys):
     capsys.readouterr()
     assert evaluate(out) == 0 and "1 skipped" in capsys.readouterr().out
     assert evaluate(out, "--retry-failed") == 0
-    assert json.loads(record_path(out, "bc", N2, 0).read_text())["status"] == "done"
+    assert json.loads(record_path(out, "bc", N2, 0, "smoke").read_text())["status"] == "done"
 
 
 def test_two_workers_give_the_same_records_as_one(built):
@@ -143,7 +145,7 @@ def test_two_workers_give_the_same_records_as_one(built):
     assert evaluate(one, seeds="2") == 0
     assert evaluate(two, "--workers", "2", seeds="2") == 0
     a, b = records(one), records(two)
-    assert list(a) == list(b) == [f"runs/bc/{N2}/seed0.json", f"runs/bc/{N2}/seed1.json"]
+    assert list(a) == list(b) == [f"runs/smoke/bc/{N2}/seed0.json", f"runs/smoke/bc/{N2}/seed1.json"]
     for key in a:
         ra, rb = comparable(a[key]), comparable(b[key])
         assert ra["curve"][-1]["returns"] == pytest.approx(rb["curve"][-1]["returns"], abs=1e-5)
@@ -206,7 +208,7 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
                 ret = level + 0.1 * seed
                 point = {"episodes": 2, "mean_return": ret, "returns": [ret, ret],
                          "win_rate": 0.5, "normalized_score": None}
-                benchmarking.write_json_atomic(record_path(out, algo, dataset_id, seed), {
+                benchmarking.write_json_atomic(record_path(out, algo, dataset_id, seed, "smoke"), {
                     "status": "done", "algo": algo, "dataset_id": dataset_id, "task_id": task,
                     "family": "smac", "seed": seed, "protocol": "smoke", "budget": budget,
                     "commit": "abc", "curve": [{"step": 50, **point}],

@@ -121,8 +121,8 @@ def test_ray_sweep_gives_local_records_and_a_rerun_runs_nothing(cluster, local_r
     out = cluster / "sweep"
     assert evaluate(out, "--executor", "ray", seeds="2") == 0
     got = records(out)
-    assert list(got) == list(local_records) == [f"runs/bc/{N2}/seed0.json",
-                                                f"runs/bc/{N2}/seed1.json"]
+    assert list(got) == list(local_records) == [f"runs/smoke/bc/{N2}/seed0.json",
+                                                f"runs/smoke/bc/{N2}/seed1.json"]
     for key in got:
         assert_same_run(got[key], local_records[key])
         assert got[key]["resumed_from"] is None
@@ -145,10 +145,10 @@ def test_killed_worker_is_retried_from_its_checkpoint(cluster, local_records):
         (switch / "armed").unlink()
     assert (switch / "fired").exists()  # the first attempt's worker did exit part-way
     got = records(out)
-    assert list(got) == [f"runs/bc/{N2}/seed0.json"]
-    rec = got[f"runs/bc/{N2}/seed0.json"]
+    assert list(got) == [f"runs/smoke/bc/{N2}/seed0.json"]
+    rec = got[f"runs/smoke/bc/{N2}/seed0.json"]
     assert rec["status"] == "done" and rec["resumed_from"] == 25  # the checkpoint at update 25
-    assert_same_run(rec, local_records[f"runs/bc/{N2}/seed0.json"])
+    assert_same_run(rec, local_records[f"runs/smoke/bc/{N2}/seed0.json"])
     assert not checkpoint_path(out, "bc", N2, 0).exists() and leftovers(out) == []
 
 
@@ -163,7 +163,7 @@ def test_node_without_the_dataset_fails_naming_it_the_node_and_the_fix(cluster, 
     assert f"dataset {N4} is not on node {socket.gethostname()}" in err
     assert str(cluster / "minari") in err
     assert "--build-on-nodes" in err and "MINARI_DATASETS_PATH at shared storage" in err
-    assert not record_path(out, "bc", N4, 0).exists() and leftovers(out) == []
+    assert not record_path(out, "bc", N4, 0, "smoke").exists() and leftovers(out) == []
 
 
 def test_build_on_nodes_builds_once_where_missing(tmp_path, monkeypatch):

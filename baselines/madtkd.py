@@ -378,6 +378,11 @@ class MADTKDDiscrete(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MADTKDConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    # The teacher's cross-entropy pre-training scales with the protocol's update budget.
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"teacher_steps": 20},
+        "quick": {"teacher_steps": 500},
+    }
     config: MADTKDConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MADTKDConfig):
@@ -520,7 +525,9 @@ def make_madtkd(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> MADTK
     Raises:
         ValueError: the task has continuous actions (this MADTKD predicts discrete actions).
     """
-    if not info.discrete:
-        raise ValueError(f"baselines.madtkd handles discrete actions only, and "
-                         f"{dataset.dataset_id} has continuous ones.")
+    MADTKDDiscrete.check_supports(info, dataset.dataset_id)
     return MADTKDDiscrete(info, dataset, MADTKDDiscrete.config_for(dataset.dataset_id, **overrides))
+
+
+# Lets the evaluation pipeline skip unsupported pairings before loading any data.
+make_madtkd.check_supports = MADTKDDiscrete.check_supports

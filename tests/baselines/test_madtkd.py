@@ -174,5 +174,5 @@ def test_config_table_and_action_space_checks():
     with pytest.raises(ValueError, match="n_head"):
         MADTKDDiscrete.Config(embed_dim=10, n_head=3)
     info = continuous_task()
-    with pytest.raises(ValueError, match="discrete actions only"):
+    with pytest.raises(ValueError, match="does not support continuous actions"):
         make_madtkd(info, continuous_dataset(info))

@@ -27,7 +27,7 @@ from .registry import DatasetEntry, get_dataset, get_task, reference_scores
 Policy = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 #: batch sizes per family: big batches for the jitted engines, one per core for MuJoCo.
-DEFAULT_NUM_ENVS = {"equal_line": 500, "mpe": 1000, "smac": 250, "mamujoco": 4}
+DEFAULT_NUM_ENVS = {"equal_line": 500, "mpe": 1000, "smac": 250, "mamujoco": 16}
 
 
 class RandomPolicy:

@@ -84,6 +84,21 @@ def _collect_ids(args: argparse.Namespace) -> list[str]:
     return [dataset_id_for(args.env, name, quality) for name in names for quality in qualities]
 
 
+def _already_built_as_asked(dataset_id: str, args: argparse.Namespace) -> bool:
+    """Whether the dataset is on disk with the episodes and seed this command asks for, so that
+    re-running a finished collect is a no-op rather than an error."""
+    from . import storage
+    from .registry import get_dataset
+
+    entry = get_dataset(dataset_id)
+    if not storage.is_built(entry.minari_id):
+        return False
+    recipe = storage.read_metadata(entry.minari_id).get("marl_bench", {}).get("recipe", {})
+    wanted = args.episodes or entry.task.dataset_episodes
+    same_envs = args.num_envs is None or recipe.get("num_envs") == args.num_envs
+    return recipe.get("episodes") == wanted and recipe.get("seed") == args.seed and same_envs
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import collect_dataset
 
@@ -104,6 +119,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.address:
         raise ValueError("--address only applies with --executor ray.")
     for dataset_id in dataset_ids:
+        if not args.force and _already_built_as_asked(dataset_id, args):
+            print(f"{dataset_id}: already built with this recipe; nothing to do "
+                  "(--force rebuilds it).")
+            continue
         started = time.time()
         path = collect_dataset(dataset_id, episodes=args.episodes, seed=args.seed,
                                num_envs=args.num_envs, overwrite=args.force,

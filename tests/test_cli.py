@@ -62,6 +62,9 @@ def test_collect_then_info(capsys, minari_root):
     card = json.loads(out)
     assert card["status"] == "built" and card["statistics"]["episodes"] == 12
     assert card["recipe"]["seed"] == 4 and len(card["sha256"]) == 64
+    code, out, _ = run(capsys, "collect", "--env", "equal_line", "--task", "n2", "--quality",
+                       "random", "--episodes", "12", "--seed", "4", "--quiet")
+    assert code == 0 and "already built with this recipe" in out
     code, _, err = run(capsys, "collect", "--env", "equal_line", "--task", "n2", "--quality",
                        "random", "--episodes", "12", "--quiet")
-    assert code == 2 and "--force" in err
+    assert code == 2 and "--force" in err, "another seed must not silently keep the old data"

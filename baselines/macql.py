@@ -169,6 +169,13 @@ class MACQLDiscrete(OfflineAlgorithm):
     """QMIX with a CQL(H) term over sampled joint actions (see the module docstring)."""
 
     name: ClassVar[str] = "macql"
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
+        "agent",
+        "mixer",
+        "target_agent",
+        "target_mixer",
+        "optimiser",
+    )
     supports_discrete: ClassVar[bool] = True
     supports_continuous: ClassVar[bool] = False
     needs_state: ClassVar[bool] = True
@@ -245,28 +252,6 @@ class MACQLDiscrete(OfflineAlgorithm):
     def policy(self) -> RecurrentGreedyPolicy:
         return RecurrentGreedyPolicy(self.agent, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "agent": self.agent.state_dict(), "mixer": self.mixer.state_dict(),
-            "target_agent": self.target_agent.state_dict(),
-            "target_mixer": self.target_mixer.state_dict(),
-            "optimiser": self.optimiser.state_dict(),
-            "updates": self.updates,
-            "sampler_rng": self.sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.mixer.load_state_dict(state["mixer"])
-        self.target_agent.load_state_dict(state["target_agent"])
-        self.target_mixer.load_state_dict(state["target_mixer"])
-        self.optimiser.load_state_dict(state["optimiser"])
-        self.updates = int(state["updates"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
 
 
 # =================================================================================================

@@ -260,6 +260,15 @@ class MAICQDiscrete(OfflineAlgorithm):
     """Discrete MAICQ: decomposed critic with implicit-constraint targets, weighted BC actor."""
 
     name: ClassVar[str] = "maicq"
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
+        "actor",
+        "critic",
+        "mixer",
+        "target_critic",
+        "target_mixer",
+        "actor_optimiser",
+        "critic_optimiser",
+    )
     supports_discrete: ClassVar[bool] = True
     supports_continuous: ClassVar[bool] = False
     needs_state: ClassVar[bool] = True
@@ -357,32 +366,6 @@ class MAICQDiscrete(OfflineAlgorithm):
         """Greedy: the argmax of the actor's logits over available actions."""
         return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "mixer": self.mixer.state_dict(),
-            "target_critic": self.target_critic.state_dict(),
-            "target_mixer": self.target_mixer.state_dict(),
-            "actor_optimiser": self.actor_optimiser.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "updates": self.updates,
-            "sampler_rng": self.sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.mixer.load_state_dict(state["mixer"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.target_mixer.load_state_dict(state["target_mixer"])
-        self.actor_optimiser.load_state_dict(state["actor_optimiser"])
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])
-        self.updates = int(state["updates"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
 
 
 # =================================================================================================

@@ -285,6 +285,15 @@ class MAICQContinuous(OfflineAlgorithm):
     """MAICQ with per-agent Gaussian policies and a decomposed critic (see the module docstring)."""
 
     name: ClassVar[str] = "maicq"
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
+        "actors",
+        "agent_qs",
+        "mixer",
+        "target_agent_qs",
+        "target_mixer",
+        "actor_optimiser",
+        "critic_optimiser",
+    )
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True
@@ -366,32 +375,6 @@ class MAICQContinuous(OfflineAlgorithm):
 
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "actors": self.actors.state_dict(), "agent_qs": self.agent_qs.state_dict(),
-            "mixer": self.mixer.state_dict(),
-            "target_agent_qs": self.target_agent_qs.state_dict(),
-            "target_mixer": self.target_mixer.state_dict(),
-            "actor_optimiser": self.actor_optimiser.state_dict(),
-            "critic_optimiser": self.critic_optimiser.state_dict(),
-            "updates": self.updates,
-            "sampler_rng": self.sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actors.load_state_dict(state["actors"])
-        self.agent_qs.load_state_dict(state["agent_qs"])
-        self.mixer.load_state_dict(state["mixer"])
-        self.target_agent_qs.load_state_dict(state["target_agent_qs"])
-        self.target_mixer.load_state_dict(state["target_mixer"])
-        self.actor_optimiser.load_state_dict(state["actor_optimiser"])
-        self.critic_optimiser.load_state_dict(state["critic_optimiser"])
-        self.updates = int(state["updates"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
 
 
 # =================================================================================================

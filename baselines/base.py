@@ -31,6 +31,42 @@ class BaseConfig:
         return asdict(self)
 
 
+@dataclass
+class QMIXBackboneConfig(BaseConfig):
+    """The PyMARL/QMIX backbone shared by the discrete value-based learners (ALGORITHMS.md)."""
+
+    batch_size: int = 128
+    """Episodes per update."""
+    lr: float = 1e-3
+    """Adam learning rate of the agent network and mixer."""
+    grad_clip: float = 10.0
+    """Gradient-norm clip over the agent network and mixer together."""
+    gamma: float = 0.99
+    """Discount (per task; 0.99 on every discrete task)."""
+    td_lambda: float = 0.6
+    """lambda of the TD(lambda) targets."""
+    target_update_interval: int = 25
+    """Updates between hard copies of the agent network and mixer into their targets."""
+    hidden_dim: int = 64
+    """Width of the agent network's layers and GRU."""
+    mixing_dim: int = 32
+    """Width of the QMIX mixing layer."""
+    hypernet_dim: int = 64
+    """Width of the mixer's hypernetworks."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.td_lambda <= 1.0:
+            raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError(f"lr and grad_clip must be positive, got {self.lr}, {self.grad_clip}")
+        for name in ("batch_size", "target_update_interval", "hidden_dim", "mixing_dim",
+                     "hypernet_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
 class OfflineAlgorithm(abc.ABC):
     """An offline MARL learner bound to one dataset.
 

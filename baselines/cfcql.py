@@ -59,7 +59,7 @@ from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.registry import QUALITIES
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .greedy import DeterministicActorPolicy, RecurrentGreedyPolicy
 from .networks import (AgentActors, MixerWeights, QMixer, RNNAgent, TwinCritic, agent_input_dim,
@@ -129,27 +129,12 @@ CONTINUOUS_PER_DATASET: dict[str, dict[str, Any]] = {
 # Configs
 # =================================================================================================
 @dataclass
-class CFCQLDiscreteConfig(BaseConfig):
-    """Discrete CFCQL on the QMIX backbone. Defaults: the reference code (ALGORITHMS.md)."""
+class CFCQLDiscreteConfig(QMIXBackboneConfig):
+    """Discrete CFCQL on the QMIX backbone. Defaults: the reference code (ALGORITHMS.md).
 
-    batch_size: int = 128
-    """Episodes per update."""
-    lr: float = 1e-3
-    """Adam learning rate of the agent network and mixer."""
-    grad_clip: float = 10.0
-    """Gradient-norm clip over the agent network and mixer together."""
-    gamma: float = 0.99
-    """Discount (per task; 0.99 on every discrete task)."""
-    td_lambda: float = 0.6
-    """lambda of the TD(lambda) targets."""
-    target_update_interval: int = 25
-    """Updates between hard copies of the agent network and mixer into their targets."""
-    hidden_dim: int = 64
-    """Width of the agent network's layers and GRU (also of the behaviour network)."""
-    mixing_dim: int = 32
-    """Width of the QMIX mixing layer."""
-    hypernet_dim: int = 64
-    """Width of the mixer's hypernetworks."""
+    ``hidden_dim`` also sizes the behaviour network.
+    """
+
     alpha: float = 50.0
     """Weight of the counterfactual conservative term."""
     tau: float = 5.0
@@ -167,13 +152,10 @@ class CFCQLDiscreteConfig(BaseConfig):
     instead of running the behaviour network on every batch; the values are the same."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_common(self)
-        if not 0.0 <= self.td_lambda <= 1.0:
-            raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
-        for name in ("target_update_interval", "hidden_dim", "mixing_dim", "hypernet_dim",
-                     "bc_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.bc_batch_size < 1:
+            raise ValueError(f"bc_batch_size must be at least 1, got {self.bc_batch_size}")
         if self.bc_steps < 0:
             raise ValueError(f"bc_steps must be non-negative, got {self.bc_steps}")
 

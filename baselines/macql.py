@@ -47,7 +47,7 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
 from .cfcql import qmix_td_loss
 from .greedy import RecurrentGreedyPolicy
 from .networks import (MixerWeights, QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
@@ -64,45 +64,21 @@ __all__ = [
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class MACQLConfig(BaseConfig):
+class MACQLConfig(QMIXBackboneConfig):
     """Discrete MACQL on the QMIX backbone. Defaults: the reference code (ALGORITHMS.md)."""
 
-    batch_size: int = 128
-    """Episodes per update."""
-    lr: float = 1e-3
-    """Adam learning rate of the agent network and mixer."""
-    grad_clip: float = 10.0
-    """Gradient-norm clip over the agent network and mixer together."""
-    gamma: float = 0.99
-    """Discount (per task; 0.99 on every discrete task)."""
-    td_lambda: float = 0.6
-    """lambda of the TD(lambda) targets."""
-    target_update_interval: int = 25
-    """Updates between hard copies of the agent network and mixer into their targets."""
-    hidden_dim: int = 64
-    """Width of the agent network's layers and GRU."""
-    mixing_dim: int = 32
-    """Width of the QMIX mixing layer."""
-    hypernet_dim: int = 64
-    """Width of the mixer's hypernetworks."""
     alpha: float = 5.0
     """Weight of the joint-action conservative term."""
     num_sampled_actions: int = 100
     """N, joint actions drawn per state for the logsumexp."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.alpha < 0:
             raise ValueError(f"alpha must be non-negative, got {self.alpha}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
-        if not 0.0 <= self.td_lambda <= 1.0:
-            raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
-        if self.lr <= 0 or self.grad_clip <= 0:
-            raise ValueError(f"lr and grad_clip must be positive, got {self.lr}, {self.grad_clip}")
-        for name in ("batch_size", "target_update_interval", "hidden_dim", "mixing_dim",
-                     "hypernet_dim", "num_sampled_actions"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_sampled_actions < 1:
+            raise ValueError(f"num_sampled_actions must be at least 1, got "
+                             f"{self.num_sampled_actions}")
 
 
 #: dataset id -> overrides. Empty: the reference code uses one setting for every dataset.

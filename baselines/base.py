@@ -67,6 +67,35 @@ class QMIXBackboneConfig(BaseConfig):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
+@dataclass
+class ContinuousBackboneConfig(BaseConfig):
+    """The actor/central-critic backbone of the continuous learners (ALGORITHMS.md; MPE sizes
+    by default, each algorithm's per-dataset table sets HalfCheetah's)."""
+
+    batch_size: int = 1024
+    """Transitions per update."""
+    hidden_dim: int = 64
+    """Hidden width of the actors and critics (MPE 64, HalfCheetah 256)."""
+    lr: float = 1e-3
+    """Adam learning rate of actors and critics."""
+    target_rate: float = 0.01
+    """Polyak rate of the target networks."""
+    gamma: float = 0.95
+    """Discount (per task; 0.95 on every continuous task, as the authors' code ran)."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{type(self).__name__}.{name} must be at least 1, got "
+                                 f"{getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 < self.target_rate <= 1.0:
+            raise ValueError(f"target_rate must lie in (0, 1], got {self.target_rate}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+
+
 class OfflineAlgorithm(abc.ABC):
     """An offline MARL learner bound to one dataset.
 

@@ -51,7 +51,7 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm
 from .greedy import DeterministicActorPolicy
 from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
 from .networks import AgentActors, AgentwiseMLP, clip_grad_norm_agentwise_, make_target, soft_update
@@ -69,19 +69,9 @@ __all__ = [
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class ICQLConfig(BaseConfig):
+class ICQLConfig(ContinuousBackboneConfig):
     """Independent CQL(H) with TD3 actors. Defaults: the OMAR code's, backbone MPE sizes."""
 
-    batch_size: int = 1024
-    """Transitions per update."""
-    hidden_dim: int = 64
-    """Hidden width of the actors and critics (MPE 64, HalfCheetah 256)."""
-    lr: float = 1e-3
-    """Adam learning rate of actors and critics."""
-    target_rate: float = 0.01
-    """Polyak rate of the target networks, applied after every update."""
-    gamma: float = 0.95
-    """Discount (per task; 0.95 on every continuous task, as the code ran)."""
     alpha: float = 1.0
     """Weight of the CQL(H) term (per dataset)."""
     num_sampled_actions: int = 10
@@ -103,6 +93,7 @@ class ICQLConfig(BaseConfig):
     """Weight of the actors' mean squared action penalty."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_continuous_config(self)
 
 

@@ -42,7 +42,7 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm
 from .greedy import DeterministicActorPolicy
 from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
 from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
@@ -57,19 +57,9 @@ __all__ = ["MACQLContinuous", "MACQLContinuousConfig", "make_macql_continuous", 
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class MACQLContinuousConfig(BaseConfig):
+class MACQLContinuousConfig(ContinuousBackboneConfig):
     """MACQL on the central twin critic. Defaults: the CFCQL code's MPE settings."""
 
-    batch_size: int = 1024
-    """Transitions per update."""
-    hidden_dim: int = 64
-    """Hidden width of the actors and critic (MPE 64, HalfCheetah 256)."""
-    lr: float = 1e-3
-    """Adam learning rate of actors and critic."""
-    target_rate: float = 0.01
-    """Polyak rate of the target networks, applied once per round."""
-    gamma: float = 0.95
-    """Discount (per task; 0.95 on every continuous task, as the code ran)."""
     alpha: float = 1.0
     """Weight of the CQL(H) term (per dataset)."""
     num_sampled_actions: int = 10
@@ -90,6 +80,7 @@ class MACQLContinuousConfig(BaseConfig):
     """Weight of the actors' mean squared action penalty."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_continuous_config(self)
         if self.critic_updates_per_round < 1:
             raise ValueError(f"critic_updates_per_round must be at least 1, got "

@@ -43,7 +43,7 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm
 from .greedy import DeterministicActorPolicy
 from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
 from .sampling_continuous import continuous_per_dataset
@@ -61,19 +61,9 @@ __all__ = [
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class MATD3BCConfig(BaseConfig):
+class MATD3BCConfig(ContinuousBackboneConfig):
     """MATD3-BC hyper-parameters. Defaults: TD3+BC's, on the backbone's MPE sizes."""
 
-    batch_size: int = 1024
-    """Transitions per update."""
-    hidden_dim: int = 64
-    """Hidden width of the actors and critics (MPE 64, HalfCheetah 256)."""
-    lr: float = 1e-3
-    """Adam learning rate of actors and critic."""
-    target_rate: float = 0.01
-    """Polyak rate of the target networks, applied after each actor update."""
-    gamma: float = 0.95
-    """Discount (per task; 0.95 on every continuous task, as the backbone code ran)."""
     alpha: float = 2.5
     """TD3+BC's alpha: lambda = alpha / mean |Q|."""
     policy_delay: int = 2
@@ -93,6 +83,7 @@ class MATD3BCConfig(BaseConfig):
     """Gradient-norm clip of the critic and of each actor; 0 disables it (TD3_BC has none)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("batch_size", "hidden_dim", "policy_delay"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MATD3BCConfig.{name} must be at least 1, got "

@@ -1,7 +1,8 @@
-"""Behaviour policies from QMIX runs: load, choose expert and medium, ship, measure, replay.
+"""Behaviour policies from QMIX and MATD3 runs: choose expert and medium, ship, measure, replay.
 
-A QMIX run (:mod:`collection.qmix`) leaves a greedy evaluation and a checkpoint every
-``eval_interval_steps``. From it this module
+A QMIX run (:mod:`collection.qmix`) or a MATD3 run (:mod:`collection.matd3`; its checkpoints
+and snapshots say ``"algorithm": "matd3"``, and the functions below dispatch on that) leaves
+a greedy evaluation and a checkpoint every ``eval_interval_steps``. From it this module
 
 * chooses the **expert** (the best greedy return) and the **medium** checkpoint (greedy return
   about 1/3 to 1/2 of the expert's), re-evaluating the candidates on more episodes than the
@@ -38,15 +39,19 @@ from marl_offline_bench.collect import git_commit, rollout
 from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import make_vec_env, split_task_id
 from marl_offline_bench.evaluation import evaluate_policy
-from marl_offline_bench.registry import record_reference
+from marl_offline_bench.registry import record_reference, reference_scores
 
+from . import matd3
 from .qmix import EpsilonGreedyPolicy, atomic_save
 
 __all__ = [
     "CHECKPOINT_ROOT", "load_checkpoint", "agent_from_checkpoint", "behaviour_policy",
     "read_curve", "load_run_checkpoint", "Selection", "select_checkpoints", "ship_checkpoints",
     "shipped_checkpoint",
-    "measure_expert_reference", "record_shipped_reference", "replay_snapshots", "MEDIUM_BAND",
+    "measure_expert_reference", "record_shipped_reference", "replay_snapshots", "replay_chunks",
+    "medium_replay_window", "ship_medium_replay", "shipped_medium_replay", "rebuild_medium_replay",
+    "MEDIUM_REPLAY_PACK", "MEDIUM_REPLAY_LOG", "replay_batches", "window_of",
+    "MEDIUM_BAND",
 ]
 
 #: Where the chosen checkpoints ship: ``CHECKPOINT_ROOT / <task_id> / {expert,medium}.pt``.
@@ -77,17 +82,23 @@ def agent_from_checkpoint(checkpoint: dict[str, Any]) -> RNNAgent:
 
 
 def behaviour_policy(checkpoint: str | Path | dict[str, Any], epsilon: float = 0.0,
-                     seed: int = 0) -> EpsilonGreedyPolicy:
+                     seed: int = 0, noise_std: float = 0.0
+                     ) -> EpsilonGreedyPolicy | matd3.GaussianActorPolicy:
     """An acting policy for :func:`~marl_offline_bench.collect.rollout` from a checkpoint.
 
     Args:
         checkpoint: a path, or a dict from :func:`load_checkpoint`.
-        epsilon: exploration rate over available actions (0: greedy, as evaluated).
-        seed: seed of the exploration draws; ``reset(num_envs)`` restarts them and the hidden
-            state, so each batch of episodes is reproducible.
+        epsilon: QMIX: exploration rate over available actions (0: greedy, as evaluated).
+        seed: seed of the exploration draws; ``reset(num_envs)`` restarts them (and QMIX's
+            hidden state), so each batch of episodes is reproducible.
+        noise_std: MATD3: std of the Gaussian noise added to the deterministic actors' actions
+            (clipped to [-1, 1]; 0: the actors as evaluated).
     """
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
+    if checkpoint.get("algorithm") == "matd3":
+        return matd3.GaussianActorPolicy(matd3.actors_from_checkpoint(checkpoint), noise_std,
+                                         seed)
     dims = checkpoint["task"]
     return EpsilonGreedyPolicy(agent_from_checkpoint(checkpoint), dims["n_agents"],
                                dims["n_actions"], epsilon, seed)
@@ -149,6 +160,15 @@ def load_run_checkpoint(run_dir: str | Path, ref: str) -> dict[str, Any]:
     if not index:
         return load_checkpoint(run_dir / path)
     chunk, j = torch.load(run_dir / path, weights_only=True), int(index)
+    if chunk.get("algorithm") == "matd3":
+        return {
+            "actors": {k: v[j].clone() for k, v in chunk["actors"].items()},
+            "env_steps": int(chunk["env_steps"][j]), "episodes": int(chunk["episode"][j]),
+            "updates": None, "noise_std": float(chunk["noise_std"][j]), "eval_return": None,
+            "eval_return_std": None, "eval_win_rate": None, "eval_episodes": 0,
+            "config": json.loads((run_dir / "config.json").read_text())["config"],
+            "task": chunk["task"], "algorithm": "matd3", "hidden_dim": chunk["hidden_dim"],
+        }
     return {
         "agent": {k: v[j].clone() for k, v in chunk["agent"].items()},
         "env_steps": int(chunk["env_steps"][j]), "episodes": int(chunk["episode"][j]),
@@ -187,7 +207,8 @@ def _reevaluate(run_dir: Path, row: dict[str, Any], task_id: str, episodes: int,
 
 def select_checkpoints(run_dir: str | Path, reeval_episodes: int = 320, top_k: int = 5,
                        medium_candidates: int = 8, band: tuple[float, float] = MEDIUM_BAND,
-                       expert_fraction: float = 0.9, seed: int = SELECT_SEED) -> Selection:
+                       expert_fraction: float = 0.9, seed: int = SELECT_SEED,
+                       random_reference: float | None = None) -> Selection:
     """Choose the expert and the medium checkpoint of a run.
 
     Expert: of the ``top_k`` best rows of the curve, the one whose re-evaluation over
@@ -201,13 +222,29 @@ def select_checkpoints(run_dir: str | Path, reeval_episodes: int = 320, top_k: i
     between two evaluations (Equal_Line n2 goes from 0.3 to 10 within three updates), the acting
     snapshots between them, which hold the weights of every acting batch, are evaluated too. If
     nothing lands in the band the closest candidate is taken and a warning says so.
+
+    Fractions are taken of the gap above ``random_reference`` (the band is
+    r + band * (expert - r), and so is ``expert_fraction``): 0 for QMIX runs, as before; for
+    MATD3 runs (MPE returns are negative) the task's measured ``ref_random`` unless given.
     """
     run_dir = Path(run_dir)
     task_id = _run_task(run_dir)
     rows = read_curve(run_dir)
-    # The first gradient step follows the acting batch that fills the replay to batch_size
-    # episodes; rows and snapshots from before it hold the initial weights.
-    first_update = json.loads((run_dir / "config.json").read_text())["config"]["batch_size"]
+    run_doc = json.loads((run_dir / "config.json").read_text())
+    if run_doc.get("algorithm") == "matd3":
+        # Updates start once the replay holds max(batch_size, start_steps) transitions.
+        first_update = matd3.first_update_episode(run_doc["config"],
+                                                  run_doc["task"]["episode_limit"])
+        if random_reference is None:
+            refs = reference_scores(task_id)
+            if "ref_random" not in refs:
+                raise ValueError(f"{task_id} has no measured ref_random; pass random_reference")
+            random_reference = float(refs["ref_random"]["value"])
+    else:
+        # The first gradient step follows the acting batch that fills the replay to batch_size
+        # episodes; rows and snapshots from before it hold the initial weights.
+        first_update = run_doc["config"]["batch_size"]
+    base = float(random_reference or 0.0)
     trained = [r for r in rows if r["episodes"] >= first_update]
     if not trained:
         raise ValueError(f"{run_dir}: no evaluation after learning started; train longer")
@@ -216,10 +253,11 @@ def select_checkpoints(run_dir: str | Path, reeval_episodes: int = 320, top_k: i
     experts = [_reevaluate(run_dir, r, task_id, reeval_episodes, seed, cache)
                for r in ranked[:top_k]]
     expert = max(experts, key=lambda r: (r["reeval_return"], r["env_steps"]))
-    lo, hi = band[0] * expert["reeval_return"], band[1] * expert["reeval_return"]
+    gap = expert["reeval_return"] - base
+    lo, hi = base + band[0] * gap, base + band[1] * gap
     middle = 0.5 * (lo + hi)
     arrival = next((r for r in trained
-                    if r["eval_return"] >= expert_fraction * expert["reeval_return"]), expert)
+                    if r["eval_return"] >= base + expert_fraction * gap), expert)
     before = [r for r in rows if r["env_steps"] < arrival["env_steps"]]
     earlier = [r for r in before if r["episodes"] >= first_update]
     in_band = [r for r in earlier if lo <= r["eval_return"] <= hi]
@@ -271,9 +309,10 @@ def ship_checkpoints(run_dir: str | Path, selection: Selection,
     dest.mkdir(parents=True, exist_ok=True)
     for quality, row in (("expert", selection.expert), ("medium", selection.medium)):
         full = load_run_checkpoint(run_dir, row["checkpoint"])
-        small = {k: full[k] for k in ("agent", "env_steps", "episodes", "updates", "epsilon",
-                                      "eval_return", "eval_return_std", "eval_win_rate",
-                                      "eval_episodes", "config", "task")}
+        keys = matd3.SHIPPED_KEYS if full.get("algorithm") == "matd3" else (
+            "agent", "env_steps", "episodes", "updates", "epsilon", "eval_return",
+            "eval_return_std", "eval_win_rate", "eval_episodes", "config", "task")
+        small = {k: full[k] for k in keys}
         small.update(quality=quality, reeval_return=row["reeval_return"],
                      reeval_std=row["reeval_std"], reeval_episodes=selection.reeval_episodes,
                      reeval_seed=selection.reeval_seed, source=row["checkpoint"])
@@ -321,7 +360,9 @@ def measure_expert_reference(task_id: str, checkpoint: str | Path, episodes: int
         shown = str(checkpoint)
     entry = {"value": result.mean_return, "std": float(result.returns.std()),
              "episodes": int(len(result.returns)), "seed": seed, "checkpoint": shown,
-             "policy": "QMIX greedy", "checkpoint_env_steps": int(loaded["env_steps"]),
+             "policy": ("MATD3 deterministic actors" if loaded.get("algorithm") == "matd3"
+                        else "QMIX greedy"),
+             "checkpoint_env_steps": int(loaded["env_steps"]),
              "commit": git_commit(), "seconds": round(time.time() - started, 1),
              "measured": time.strftime("%Y-%m-%d")}
     if result.win_rate is not None:
@@ -332,6 +373,12 @@ def measure_expert_reference(task_id: str, checkpoint: str | Path, episodes: int
 
 
 # -- medium-replay: replaying the learner's acting snapshots --------------------------------------
+#: The shipped snapshots of medium-replay: ``CHECKPOINT_ROOT / <task_id> / MEDIUM_REPLAY_PACK``.
+MEDIUM_REPLAY_PACK = "medium_replay_snapshots.npz"
+#: Discrete learners ship their joint actions instead (:mod:`collection.action_log`).
+MEDIUM_REPLAY_LOG = "medium_replay_actions.npz"
+
+
 def _snapshot_chunks(run_dir: Path) -> list[Path]:
     chunks = sorted((run_dir / "snapshots").glob("batch_*.pt"))
     if not chunks:
@@ -339,46 +386,200 @@ def _snapshot_chunks(run_dir: Path) -> list[Path]:
     return chunks
 
 
-def replay_snapshots(run_dir: str | Path, until_episode: int, last_episodes: int | None = None,
-                     engine: str | None = None) -> EpisodeArrays:
-    """The learner's own episodes [0, until_episode), rebuilt from its acting snapshots.
+def _snapshot_policy(chunk: dict[str, Any], j: int, env, cache: dict[str, Any]):
+    """The acting policy of snapshot ``j`` of a chunk (QMIX or MATD3)."""
+    if chunk.get("algorithm", "qmix") == "matd3":
+        from .matd3 import policy_from_snapshot
 
-    Each acting batch of the run was a pure function of the agent weights, epsilon and two
-    seeds, all recorded; this replays the batches in order. ``last_episodes`` keeps only the
-    final ones (SMAC's medium-replay is the last 5000 episodes before medium).
+        return policy_from_snapshot(chunk, j, env.info)
+    if "agent" not in cache:
+        cache["agent"] = agent_from_checkpoint({
+            "task": chunk["task"], "config": {"agent_hidden_dim": chunk["agent_hidden_dim"]},
+            "agent": {k: v[j] for k, v in chunk["agent"].items()}})
+    agent = cache["agent"]
+    agent.load_state_dict({k: v[j] for k, v in chunk["agent"].items()})
+    return EpsilonGreedyPolicy(agent, env.info.n_agents, env.info.n_actions,
+                               float(chunk["epsilon"][j]), int(chunk["action_seed"][j]))
+
+
+def replay_batches(chunks, first_episode: int, until_episode: int, engine: str | None = None,
+                   progress: Any = None):
+    """Yield (reset seed, first learner episode, episodes) of every acting batch that overlaps
+    [first_episode, until_episode), replayed in order from snapshot chunks.
+
+    Each acting batch of a run was a pure function of its acting weights, its exploration
+    setting and two seeds, all in the snapshot; replaying the batches in order gives back the
+    learner's own episodes. ``progress`` (a tqdm bar) advances by the episodes in the window.
     """
-    run_dir = Path(run_dir)
-    first = max(0, until_episode - last_episodes) if last_episodes else 0
-    env = agent = None
-    parts = []
+    env = None
+    cache: dict[str, Any] = {}
     try:
-        for path in _snapshot_chunks(run_dir):
-            chunk = torch.load(path, weights_only=True)
+        for chunk in chunks:
             if env is None:
                 env = make_vec_env(chunk["task"]["task_id"], int(chunk["num_envs"]),
                                    engine=engine)
-                fake = {"task": chunk["task"], "config": {
-                    "agent_hidden_dim": chunk["agent_hidden_dim"]},
-                        "agent": {k: v[0] for k, v in chunk["agent"].items()}}
-                agent = agent_from_checkpoint(fake)
             for j, episode in enumerate(chunk["episode"].tolist()):
                 end = episode + int(chunk["num_envs"])
-                if end <= first or episode >= until_episode:
+                if end <= first_episode or episode >= until_episode:
                     continue
-                agent.load_state_dict({k: v[j] for k, v in chunk["agent"].items()})
-                policy = EpsilonGreedyPolicy(agent, env.info.n_agents, env.info.n_actions,
-                                             float(chunk["epsilon"][j]),
-                                             int(chunk["action_seed"][j]))
-                data = rollout(env, policy, env.num_envs, int(chunk["rollout_seed"][j]))
-                keep = np.arange(max(episode, first), min(end, until_episode)) - episode
-                parts.append(data.select_episodes(keep))
+                policy = _snapshot_policy(chunk, j, env, cache)
+                seed = int(chunk["rollout_seed"][j])
+                data = rollout(env, policy, env.num_envs, seed)
+                if progress is not None:
+                    progress.update(min(end, until_episode) - max(episode, first_episode))
+                yield seed, episode, data
     finally:
         if env is not None:
             env.close()
+
+
+def window_of(batches, first_episode: int, until_episode: int) -> EpisodeArrays:
+    """The episodes of (seed, start, episodes) batches that fall in [first, until)."""
+    parts = []
+    for _, start, data in batches:
+        keep = np.arange(max(start, first_episode),
+                         min(start + data.n_episodes, until_episode)) - start
+        parts.append(data.select_episodes(keep))
     if not parts:
-        raise ValueError(f"{run_dir}: no acting snapshot covers episodes "
-                         f"[{first}, {until_episode})")
+        raise ValueError(f"no acting snapshot covers episodes [{first_episode}, {until_episode})")
     return EpisodeArrays.concatenate(parts)
+
+
+def replay_chunks(chunks, first_episode: int, until_episode: int, engine: str | None = None,
+                  progress: Any = None) -> EpisodeArrays:
+    """The learner's episodes [first_episode, until_episode), replayed from snapshot chunks."""
+    return window_of(replay_batches(chunks, first_episode, until_episode, engine, progress),
+                     first_episode, until_episode)
+
+
+def replay_snapshots(run_dir: str | Path, until_episode: int, last_episodes: int | None = None,
+                     engine: str | None = None) -> EpisodeArrays:
+    """The learner's own episodes before ``until_episode``, from a run's snapshot files.
+
+    ``last_episodes`` keeps only the final ones (what a replay of that capacity held).
+    """
+    run_dir = Path(run_dir)
+    first = max(0, until_episode - last_episodes) if last_episodes else 0
+    chunks = (torch.load(path, weights_only=True) for path in _snapshot_chunks(run_dir))
+    return replay_chunks(chunks, first, until_episode, engine=engine)
+
+
+def medium_replay_window(run_dir: str | Path, until_episode: int) -> tuple[int, int]:
+    """Episodes [first, until) the learner's replay held when it reached medium."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())["config"]
+    return max(0, until_episode - int(config["buffer_size"])), until_episode
+
+
+def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
+                       dest: str | Path | None = None) -> dict[str, Any]:
+    """Ship what rebuilds medium-replay exactly, and describe it in the shipped config.json.
+
+    The window is what the learner's replay held at the shipped medium checkpoint (its
+    ``medium_replay_until_episode``): the last ``buffer_size`` episodes before it. Discrete
+    learners ship their joint actions per acting batch (:mod:`collection.action_log`, checked
+    here by re-simulating them); continuous ones ship their acting snapshots
+    (:mod:`collection.snapshot_pack`).
+    """
+    from .action_log import replay_action_log, write_action_log
+    from .snapshot_pack import select_snapshots, write_pack
+
+    run_dir = Path(run_dir)
+    task_id = task_id or _run_task(run_dir)
+    dest = Path(dest) if dest is not None else CHECKPOINT_ROOT / task_id
+    config_path = dest / "config.json"
+    doc = json.loads(config_path.read_text())
+    first, until = medium_replay_window(run_dir, int(doc["medium_replay_until_episode"]))
+    chunk = select_snapshots((torch.load(p, weights_only=True) for p in _snapshot_chunks(run_dir)),
+                             first, until)
+    run_config = json.loads((run_dir / "config.json").read_text())
+    algorithm = chunk.get("algorithm", "qmix")
+    description = {
+        "task_id": task_id,
+        "algorithm": algorithm,
+        "first_episode": first,
+        "until_episode": until,
+        "episodes": until - first,
+        "acting_batches": int(len(chunk["episode"])),
+        "run_seed": run_config["config"]["seed"],
+        "replay_capacity_episodes": run_config["config"]["buffer_size"],
+        "engine": run_config.get("engine"),
+    }
+    for column in ("epsilon", "noise_std"):
+        if column in chunk:
+            values = chunk[column].double()
+            description[f"{column}_range"] = [float(values.min()), float(values.max())]
+    for stale in (MEDIUM_REPLAY_LOG, MEDIUM_REPLAY_PACK):
+        (dest / stale).unlink(missing_ok=True)
+    if algorithm == "qmix":
+        batches = list(replay_batches([chunk], first, until))
+        window = window_of(batches, first, until)
+        description["how"] = (
+            "the behaviour learner's own episodes: its joint actions per acting batch, "
+            "re-simulated from the batch's reset seed (actions taken from its epsilon-greedy "
+            "acting snapshots when the log was made)")
+        name = MEDIUM_REPLAY_LOG
+        sha = write_action_log(dest / name, [(s, e, d) for s, e, d in batches], first, until,
+                               window, description)
+        _, matches = replay_action_log(dest / name, task_id)
+        if not matches:
+            raise RuntimeError(f"{dest / name}: re-simulating the logged actions does not give "
+                               "back the snapshots' episodes")
+    else:
+        description["how"] = (
+            "the behaviour learner's acting batches replayed in order from their snapshots "
+            "(acting weights, exploration setting, reset and action seeds)")
+        name = MEDIUM_REPLAY_PACK
+        sha = write_pack(chunk, dest / name, description)
+    doc["medium_replay"] = {**description, "file": name, "sha256": sha,
+                            "bytes": (dest / name).stat().st_size}
+    tmp = dest / ".config.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    os.replace(tmp, config_path)
+    return doc["medium_replay"]
+
+
+def shipped_medium_replay(task_id: str) -> Path | None:
+    """The shipped file that rebuilds a task's medium-replay, or None."""
+    split_task_id(task_id)
+    for name in (MEDIUM_REPLAY_LOG, MEDIUM_REPLAY_PACK):
+        if (CHECKPOINT_ROOT / task_id / name).is_file():
+            return CHECKPOINT_ROOT / task_id / name
+    return None
+
+
+def rebuild_medium_replay(task_id: str, episodes: int | None = None, engine: str | None = None,
+                          progress: Any = None) -> tuple[EpisodeArrays, dict[str, Any]]:
+    """Medium-replay of a task from what ships: its episodes and how they were made.
+
+    ``episodes`` keeps only the last ones of the window (acting batches before them are not
+    replayed), for small re-collections.
+    """
+    from .action_log import replay_action_log
+    from .snapshot_pack import read_pack
+
+    path = shipped_medium_replay(task_id)
+    if path is None:
+        raise FileNotFoundError(f"{task_id} ships nothing to rebuild medium-replay from (looked "
+                                f"for {MEDIUM_REPLAY_LOG} and {MEDIUM_REPLAY_PACK} in "
+                                f"{CHECKPOINT_ROOT / task_id})")
+    description = json.loads((path.parent / "config.json").read_text())["medium_replay"]
+    first, until = int(description["first_episode"]), int(description["until_episode"])
+    if episodes is not None:
+        if episodes < 1:
+            raise ValueError(f"episodes must be at least 1, got {episodes}")
+        first = max(first, until - episodes)
+    if path.name == MEDIUM_REPLAY_LOG:
+        data, matches = replay_action_log(path, task_id, first, engine=engine, progress=progress)
+    else:
+        chunk, _ = read_pack(path)
+        data = replay_chunks([chunk], first, until, engine=engine, progress=progress)
+        matches = None
+    if matches is False:
+        warnings.warn(f"{task_id}: the rebuilt medium-replay differs from the episodes recorded "
+                      "when it shipped; this simulator version behaves differently",
+                      RuntimeWarning, stacklevel=2)
+    return data, {**description, "first_episode": first, "episodes": until - first,
+                  "matches_shipped_digest": matches}
 
 
 # -- entry point ----------------------------------------------------------------------------------
@@ -413,6 +614,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("select", help="choose expert and medium checkpoints of a run")
     p.add_argument("--run", required=True, help="run directory of collection.qmix")
     p.add_argument("--episodes", type=int, default=320, help="episodes per re-evaluation")
+    p.add_argument("--reference-episodes", type=int, default=None,
+                   help="episodes of the ref_expert measurement (default: --episodes)")
+    p.add_argument("--random-reference", type=float, default=None,
+                   help="return the medium band is measured from (default: 0 for QMIX runs, "
+                        "the task's ref_random for MATD3 runs)")
     p.add_argument("--ship", action="store_true", help="copy them to collection/checkpoints/")
     p.add_argument("--measure-reference", action="store_true",
                    help="with --ship: measure the shipped expert greedily and keep the result "
@@ -421,18 +627,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --measure-reference: also record it in the registry")
     p = sub.add_parser("record", help="record a shipped ref_expert in the registry")
     p.add_argument("--task", required=True, help="task id, e.g. equal_line-n6")
+    p = sub.add_parser("ship-replay", help="ship the snapshots that rebuild medium-replay")
+    p.add_argument("--run", required=True, help="run directory whose medium checkpoint shipped")
     args = parser.parse_args(argv)
+    if args.command == "ship-replay":
+        entry = ship_medium_replay(args.run)
+        print(f"{entry['task_id']}: medium-replay = episodes [{entry['first_episode']}, "
+              f"{entry['until_episode']}) from {entry['acting_batches']} acting batches, "
+              f"pack {entry['bytes'] / 1e6:.1f} MB")
+        return 0
     if args.command == "record":
         print(f"{args.task}: ref_expert recorded in {record_shipped_reference(args.task)}")
         return 0
-    selection = select_checkpoints(args.run, reeval_episodes=args.episodes)
+    selection = select_checkpoints(args.run, reeval_episodes=args.episodes,
+                                   random_reference=args.random_reference)
     _print_selection(selection)
     if args.ship:
         dest = ship_checkpoints(args.run, selection)
         print(f"shipped to {dest}")
         if args.measure_reference:
             entry = measure_expert_reference(selection.task_id, dest / "expert.pt",
-                                             episodes=args.episodes, record=args.record)
+                                             episodes=args.reference_episodes or args.episodes,
+                                             record=args.record)
             doc = json.loads((dest / "config.json").read_text())
             doc["ref_expert"] = entry
             tmp = dest / ".config.json.tmp"

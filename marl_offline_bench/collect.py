@@ -185,6 +185,23 @@ def _shipped_checkpoint(task_id: str, quality: str):
     return path if path.is_file() else None
 
 
+def _shipped_medium_replay(task_id: str):
+    """The shipped file that rebuilds a task's medium-replay, or None."""
+    try:
+        from collection.behaviour import shipped_medium_replay
+    except ImportError:
+        return None
+    return shipped_medium_replay(task_id)
+
+
+def _medium_replay_episodes(task_id: str) -> int:
+    """How many episodes the shipped medium-replay of a task holds."""
+    import json
+
+    path = _shipped_medium_replay(task_id)
+    return int(json.loads((path.parent / "config.json").read_text())["medium_replay"]["episodes"])
+
+
 def build_blocker(entry: DatasetEntry) -> str | None:
     """Why this installation cannot build the dataset, or None when it can."""
     task = entry.task
@@ -193,8 +210,12 @@ def build_blocker(entry: DatasetEntry) -> str | None:
     if entry.quality == "random":
         return None
     if entry.quality == "medium-replay":
-        return (f"{entry.dataset_id} is rebuilt from the {task.behaviour.upper()} learner's "
-                "acting snapshots up to medium performance, which this version does not ship.")
+        if _shipped_medium_replay(task.task_id) is None:
+            return (f"{entry.dataset_id} is rebuilt from the {task.behaviour.upper()} learner's "
+                    "own episodes up to medium performance, and this version does not ship "
+                    f"what rebuilds them for {task.task_id} yet (`marl-bench list --buildable` "
+                    "shows what can be built).")
+        return None
     needed = ("medium", "expert") if entry.quality == "mixed" else (entry.quality,)
     missing = [q for q in needed if _shipped_checkpoint(task.task_id, q) is None]
     if missing:
@@ -224,8 +245,15 @@ def behaviour_policy(entry: DatasetEntry, info: TaskInfo, seed: int,
 
 
 def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
-                      n_episodes: int, seed: int, bar) -> tuple[EpisodeArrays, dict[str, Any]]:
+                      n_episodes: int, seed: int, bar, engine: str | None = None
+                      ) -> tuple[EpisodeArrays, dict[str, Any]]:
     """Episodes of a quality and what to add to its recipe."""
+    if entry.quality == "medium-replay":
+        from collection.behaviour import rebuild_medium_replay
+
+        data, how = rebuild_medium_replay(entry.task_id, n_episodes, engine=engine, progress=bar)
+        # Not seeded here: the learner's own seeds made these episodes.
+        return data, {"medium_replay": how, "seed": None, "num_envs": None}
     if entry.quality != "mixed":
         data = rollout(env, behaviour_policy(entry, info, seed), n_episodes, seed, progress=bar)
         extra: dict[str, Any] = {}
@@ -275,18 +303,24 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
     if storage.is_built(entry.minari_id) and not overwrite:
         raise FileExistsError(f"{dataset_id} is already built at "
                               f"{storage.dataset_dir(entry.minari_id)}; use --force to rebuild.")
-    n_episodes = episodes or task.dataset_episodes
-    num_envs = min(num_envs or DEFAULT_NUM_ENVS[task.family], n_episodes)
-    info = task_info(task.task_id)
     blocker = build_blocker(entry)
     if blocker:
         raise RuntimeError(blocker)
-    env = make_vec_env(task.task_id, num_envs, engine=engine)
+    n_episodes = episodes or task.dataset_episodes
+    if entry.quality == "medium-replay":
+        # As many episodes as the learner's replay held, unless fewer (the last ones) are asked.
+        window = _medium_replay_episodes(task.task_id)
+        n_episodes = min(episodes or window, window)
+    num_envs = min(num_envs or DEFAULT_NUM_ENVS[task.family], n_episodes)
+    info = task_info(task.task_id)
+    env = make_vec_env(task.task_id, 1 if entry.quality == "medium-replay" else num_envs,
+                       engine=engine)
     started = time.time()
     try:
         with tqdm(total=n_episodes, desc=f"collect {dataset_id}", unit="ep",
                   disable=not show_progress) as bar:
-            data, recipe_extra = _collect_episodes(entry, env, info, n_episodes, seed, bar)
+            data, recipe_extra = _collect_episodes(entry, env, info, n_episodes, seed, bar,
+                                                   engine)
     finally:
         env.close()
     info = env.info

@@ -10,10 +10,9 @@ SHIPPED = ["equal_line-n2", "equal_line-n4", "smac-2s3z"]
 
 
 @pytest.mark.parametrize("task", SHIPPED)
-def test_shipped_tasks_build_expert_medium_mixed(task):
-    for quality in ("medium", "expert", "mixed"):
+def test_shipped_tasks_build_every_quality(task):
+    for quality in mob.QUALITIES:
         assert build_blocker(get_dataset(f"{task}-{quality}-v0")) is None
-    assert "snapshots" in build_blocker(get_dataset(f"{task}-medium-replay-v0"))
 
 
 def _returns(dataset_id):
@@ -22,11 +21,14 @@ def _returns(dataset_id):
 
 @pytest.mark.parametrize("task,episodes", [("equal_line-n4", 40), ("smac-2s3z", 16)])
 def test_quality_ordering_on_small_recollections(minari_root, task, episodes):
-    for quality in ("random", "medium", "expert", "mixed"):
+    for quality in mob.QUALITIES:
         mob.collect_dataset(f"{task}-{quality}-v0", episodes=episodes, seed=1, num_envs=episodes,
                             show_progress=False)
-    r, m, e = (_returns(f"{task}-{q}-v0").mean() for q in ("random", "medium", "expert"))
+    r, mr, m, e = (_returns(f"{task}-{q}-v0").mean()
+                   for q in ("random", "medium-replay", "medium", "expert"))
     assert r < m < e, (r, m, e)
+    # The last episodes of the learner's replay, just before it reached medium.
+    assert r < mr < e, (r, mr, e)
     mixed = mob.load(f"{task}-mixed-v0", build=False)
     assert mixed.card["recipe"]["parts"]["medium"]["episodes"] == episodes // 2
     assert not np.array_equal(mixed["actions"], mob.load(f"{task}-expert-v0", build=False)["actions"][: len(mixed["actions"])])
@@ -42,3 +44,18 @@ def test_expert_reference_is_reproduced(minari_root):
                                  "smac-2s3z", episodes=32, seed=77)
     assert abs(result.mean_return - ref["value"]) <= max(3 * ref["std"], 0.05)
     assert result.win_rate >= 0.9
+
+
+def test_recorded_statistics_keep_the_quality_order():
+    """Over the full canonical datasets whose statistics are recorded in the package."""
+    checked = 0
+    for task in mob.TASKS:
+        means = {q: (mob.registry.recorded_statistics(f"{task}-{q}-v0") or {}).get("return_mean")
+                 for q in mob.QUALITIES}
+        if None in means.values():
+            continue
+        checked += 1
+        assert means["random"] < means["medium"] < means["expert"], (task, means)
+        assert means["random"] < means["medium-replay"] < means["medium"], (task, means)
+        assert means["mixed"] not in (means["medium"], means["expert"]), (task, means)
+    assert checked >= 1

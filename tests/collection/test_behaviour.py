@@ -108,3 +108,62 @@ def test_measure_expert_reference_records_it(run, tmp_path, monkeypatch):
 def test_missing_checkpoint_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="collection.qmix"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_shipped_medium_replay_rebuilds_the_learners_replay(run, tmp_path, monkeypatch):
+    """The action log of the medium-replay window re-simulates exactly what the learner held."""
+    from collection.action_log import read_action_log
+
+    out, trainer = run
+    dest = tmp_path / "ship"
+    dest.mkdir()
+    (dest / "config.json").write_text(json.dumps({"medium_replay_until_episode": 14}))
+    entry = behaviour.ship_medium_replay(out, "equal_line-n2", dest=dest)
+    # buffer_size 32 holds every episode before 14.
+    assert (entry["first_episode"], entry["until_episode"], entry["acting_batches"]) == (0, 14, 4)
+    assert entry["file"] == behaviour.MEDIUM_REPLAY_LOG
+    monkeypatch.setattr(behaviour, "CHECKPOINT_ROOT", tmp_path)
+    (tmp_path / "equal_line-n2").symlink_to(dest)
+    data, how = behaviour.rebuild_medium_replay("equal_line-n2")
+    assert how["matches_shipped_digest"] is True
+    replayed = to_episode_batch(data, trainer.info)
+    stored = trainer.replay.data
+    for name in ("obs", "actions", "rewards", "mask"):
+        np.testing.assert_array_equal(getattr(replayed, name), getattr(stored, name)[:14], name)
+    tail, how = behaviour.rebuild_medium_replay("equal_line-n2", episodes=3)
+    assert tail.n_episodes == 3 and how["first_episode"] == 11
+    np.testing.assert_array_equal(tail.actions, data.select_episodes(np.arange(11, 14)).actions)
+
+    # A log whose actions were tampered with no longer gives back the recorded episodes.
+    log = read_action_log(dest / entry["file"])
+    log["actions"][5] = (log["actions"][5] + 1) % 11
+    meta = log.pop("meta")
+    np.savez_compressed(dest / entry["file"], meta=np.frombuffer(json.dumps(meta).encode(),
+                                                                 np.uint8), **log)
+    with pytest.warns(RuntimeWarning, match="differs"):
+        _, how = behaviour.rebuild_medium_replay("equal_line-n2")
+    assert how["matches_shipped_digest"] is False
+
+
+def test_snapshot_pack_is_lossless_and_detects_corruption(run, tmp_path):
+    import torch
+
+    from collection.snapshot_pack import PackError, read_pack, select_snapshots, write_pack
+
+    out, _ = run
+    chunks = [torch.load(p, weights_only=True) for p in sorted((out / "snapshots").glob("*.pt"))]
+    chunk = select_snapshots(chunks, 4, 12)
+    assert chunk["episode"].tolist() == [4, 8]
+    path = tmp_path / "pack.npz"
+    write_pack(chunk, path, {"what": "test"})
+    back, description = read_pack(path)
+    assert description == {"what": "test"}
+    for name, tensor in chunk["agent"].items():
+        assert torch.equal(back["agent"][name], tensor), name
+    assert torch.equal(back["rollout_seed"], chunk["rollout_seed"])
+    assert back["task"] == chunk["task"]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(PackError, match=str(path.name)):
+        read_pack(path)

@@ -45,7 +45,7 @@ from . import matd3
 from .qmix import EpsilonGreedyPolicy, atomic_save
 
 __all__ = [
-    "CHECKPOINT_ROOT", "load_checkpoint", "agent_from_checkpoint", "behaviour_policy",
+    "CHECKPOINT_ROOT", "BEHAVIOUR_DIR_ENV", "checkpoint_root", "load_checkpoint", "agent_from_checkpoint", "behaviour_policy",
     "read_curve", "load_run_checkpoint", "Selection", "select_checkpoints", "ship_checkpoints",
     "shipped_checkpoint",
     "measure_expert_reference", "record_shipped_reference", "replay_snapshots", "replay_chunks",
@@ -56,6 +56,15 @@ __all__ = [
 
 #: Where the chosen checkpoints ship: ``CHECKPOINT_ROOT / <task_id> / {expert,medium}.pt``.
 CHECKPOINT_ROOT = Path(__file__).with_name("checkpoints")
+#: Environment variable naming another folder of the same layout to act from instead, e.g. the
+#: agents `marl-bench collect --train` retrained.
+BEHAVIOUR_DIR_ENV = "MARL_BENCH_BEHAVIOUR_DIR"
+
+
+def checkpoint_root() -> Path:
+    """Where behaviour checkpoints are read from: $MARL_BENCH_BEHAVIOUR_DIR or the package's."""
+    override = os.environ.get(BEHAVIOUR_DIR_ENV)
+    return Path(override) if override else CHECKPOINT_ROOT
 #: A medium policy's greedy return, as a fraction of the expert's (DESIGN section 3).
 MEDIUM_BAND = (1.0 / 3.0, 1.0 / 2.0)
 #: Seed of the re-evaluations that choose checkpoints (away from training and collection seeds).
@@ -294,7 +303,7 @@ def shipped_checkpoint(task_id: str, quality: str) -> Path:
     split_task_id(task_id)
     if quality not in ("expert", "medium"):
         raise ValueError(f"behaviour checkpoints exist for 'expert' and 'medium', not {quality!r}")
-    return CHECKPOINT_ROOT / task_id / f"{quality}.pt"
+    return checkpoint_root() / task_id / f"{quality}.pt"
 
 
 def ship_checkpoints(run_dir: str | Path, selection: Selection,
@@ -542,8 +551,8 @@ def shipped_medium_replay(task_id: str) -> Path | None:
     """The shipped file that rebuilds a task's medium-replay, or None."""
     split_task_id(task_id)
     for name in (MEDIUM_REPLAY_LOG, MEDIUM_REPLAY_PACK):
-        if (CHECKPOINT_ROOT / task_id / name).is_file():
-            return CHECKPOINT_ROOT / task_id / name
+        if (checkpoint_root() / task_id / name).is_file():
+            return checkpoint_root() / task_id / name
     return None
 
 
@@ -561,7 +570,7 @@ def rebuild_medium_replay(task_id: str, episodes: int | None = None, engine: str
     if path is None:
         raise FileNotFoundError(f"{task_id} ships nothing to rebuild medium-replay from (looked "
                                 f"for {MEDIUM_REPLAY_LOG} and {MEDIUM_REPLAY_PACK} in "
-                                f"{CHECKPOINT_ROOT / task_id})")
+                                f"{checkpoint_root() / task_id})")
     description = json.loads((path.parent / "config.json").read_text())["medium_replay"]
     first, until = int(description["first_episode"]), int(description["until_episode"])
     if episodes is not None:

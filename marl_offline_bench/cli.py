@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from .envs import FAMILIES
@@ -94,15 +95,49 @@ def _already_built_as_asked(dataset_id: str, args: argparse.Namespace) -> bool:
     if not storage.is_built(entry.minari_id):
         return False
     recipe = storage.read_metadata(entry.minari_id).get("marl_bench", {}).get("recipe", {})
+    if entry.quality == "medium-replay":
+        # Not seeded: the learner's own episodes, all of the window or its last --episodes.
+        from .collect import medium_replay_episodes
+
+        window = medium_replay_episodes(entry.task_id)
+        return recipe.get("episodes") == min(args.episodes or window, window)
     wanted = args.episodes or entry.task.dataset_episodes
     same_envs = args.num_envs is None or recipe.get("num_envs") == args.num_envs
     return recipe.get("episodes") == wanted and recipe.get("seed") == args.seed and same_envs
 
 
+def _retrain_behaviour(dataset_ids: list[str], args: argparse.Namespace) -> None:
+    """--train: retrain the behaviour agents these datasets need, then act from them."""
+    import os
+
+    from .registry import get_dataset
+
+    try:
+        from collection.behaviour import BEHAVIOUR_DIR_ENV
+        from collection.retrain import retrain
+    except ImportError as err:
+        raise RuntimeError("--train needs the `collection` package of a source checkout "
+                           f"(pip install -e .): {err}") from err
+    tasks = sorted({get_dataset(d).task_id for d in dataset_ids
+                    if get_dataset(d).quality != "random"})
+    if not tasks:
+        raise ValueError("--train retrains behaviour agents; random datasets need none.")
+    ship_root = None
+    for task_id in tasks:
+        ship_root = retrain(task_id, args.train_dir, log=lambda line: print(line, flush=True))
+    os.environ[BEHAVIOUR_DIR_ENV] = str(Path(ship_root).resolve())
+    print(f"collecting with the retrained agents in {ship_root}")
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import collect_dataset
 
-    dataset_ids = _collect_ids(args)
+    from .registry import engine_variant
+
+    # Data from another engine get that engine's own ids (smac-2s3z-random-sc2-v0).
+    dataset_ids = [engine_variant(d, args.engine).dataset_id for d in _collect_ids(args)]
+    if args.train:
+        _retrain_behaviour(dataset_ids, args)
     if args.executor == "ray":
         from .ray_executor import collect_on_ray
 
@@ -213,9 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="the Ray cluster (--executor ray): auto or HEAD_IP:6379")
     p.add_argument("--episodes", type=int, default=None, help="default: the registry's size")
-    p.add_argument("--engine", default=None, help="simulator override, e.g. sc2 for SMAC")
+    p.add_argument("--engine", default=None,
+                   help="simulator override, e.g. sc2 for SMAC on StarCraft II or mpe2 for MPE's "
+                        "reference engine; such data get their own ids (…-sc2-v0)")
     p.add_argument("--force", action="store_true", help="rebuild an existing dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--train", action="store_true",
+                   help="retrain the behaviour agents from scratch with their recorded config "
+                        "(hours on a laptop; resumable) and collect with them instead of the "
+                        "shipped ones")
+    p.add_argument("--train-dir", default="marl-bench-runs",
+                   help="where --train keeps its runs and chosen agents (default: %(default)s)")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("reference", help="measure a task's ref_random and record it")

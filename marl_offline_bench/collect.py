@@ -22,7 +22,8 @@ import numpy as np
 from .dataset import EpisodeArrays
 from .envs import TaskInfo, VectorTaskEnv, make_vec_env, task_info
 from .envs.conformance import random_actions
-from .registry import DatasetEntry, get_dataset, get_task, reference_scores
+from .registry import (SCORE_COMPATIBLE_ENGINES, DatasetEntry, engine_variant, get_dataset,
+                       get_task, reference_scores)
 
 Policy = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
@@ -194,7 +195,7 @@ def _shipped_medium_replay(task_id: str):
     return shipped_medium_replay(task_id)
 
 
-def _medium_replay_episodes(task_id: str) -> int:
+def medium_replay_episodes(task_id: str) -> int:
     """How many episodes the shipped medium-replay of a task holds."""
     import json
 
@@ -209,6 +210,13 @@ def build_blocker(entry: DatasetEntry) -> str | None:
         return f"{entry.dataset_id} cannot be built yet: the task needs {task.needs}."
     if entry.quality == "random":
         return None
+    if entry.engine and entry.quality == "medium-replay":
+        return (f"{entry.dataset_id}: medium-replay is the behaviour learner's own episodes, "
+                f"on the engine it trained on; it has no {entry.engine} variant.")
+    if entry.engine == "sc2":
+        return (f"{entry.dataset_id} needs a {task.behaviour.upper()} agent trained on StarCraft "
+                "II; the shipped ones were trained on SMAX, whose observations differ, and "
+                "none trained on StarCraft II ships. On sc2 this version collects `random` only.")
     if entry.quality == "medium-replay":
         if _shipped_medium_replay(task.task_id) is None:
             return (f"{entry.dataset_id} is rebuilt from the {task.behaviour.upper()} learner's "
@@ -259,7 +267,7 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
         extra: dict[str, Any] = {}
         if entry.quality in ("medium", "expert"):
             path = _shipped_checkpoint(entry.task_id, entry.quality)
-            extra = {"behaviour_checkpoint": f"collection/checkpoints/{entry.task_id}/{path.name}",
+            extra = {"behaviour_checkpoint": _checkpoint_name(path),
                      "behaviour_sha256": _sha256(path), "epsilon": 0.0}
         return data, extra
     half = n_episodes // 2
@@ -269,9 +277,19 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
     extra = {"parts": {"medium": {"episodes": half, "seed": seed},
                        "expert": {"episodes": n_episodes - half, "seed": seed + 1}},
              "epsilon": 0.0,
-             "behaviour_checkpoints": [f"collection/checkpoints/{entry.task_id}/medium.pt",
-                                       f"collection/checkpoints/{entry.task_id}/expert.pt"]}
+             "behaviour_checkpoints": [_checkpoint_name(_shipped_checkpoint(entry.task_id, q))
+                                       for q in ("medium", "expert")],
+             "behaviour_sha256": [_sha256(_shipped_checkpoint(entry.task_id, q))
+                                  for q in ("medium", "expert")]}
     return EpisodeArrays.concatenate([medium, expert]), extra
+
+
+def _checkpoint_name(path) -> str:
+    """A shipped checkpoint as ``collection/checkpoints/<task>/<file>``; others by full path."""
+    parts = path.resolve().parts
+    if "collection" in parts and parts[parts.index("collection") + 1] == "checkpoints":
+        return "/".join(parts[parts.index("collection"):])
+    return str(path)
 
 
 def _sha256(path) -> str:
@@ -298,7 +316,9 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
 
     from . import storage
 
-    entry = get_dataset(dataset_id)
+    # Another simulator's data get their own id (smac-2s3z-random-sc2-v0), never the default's.
+    entry = engine_variant(dataset_id, engine)
+    dataset_id, engine = entry.dataset_id, entry.engine
     task = entry.task
     if storage.is_built(entry.minari_id) and not overwrite:
         raise FileExistsError(f"{dataset_id} is already built at "
@@ -309,7 +329,7 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
     n_episodes = episodes or task.dataset_episodes
     if entry.quality == "medium-replay":
         # As many episodes as the learner's replay held, unless fewer (the last ones) are asked.
-        window = _medium_replay_episodes(task.task_id)
+        window = medium_replay_episodes(task.task_id)
         n_episodes = min(episodes or window, window)
     num_envs = min(num_envs or DEFAULT_NUM_ENVS[task.family], n_episodes)
     info = task_info(task.task_id)
@@ -324,7 +344,8 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
     finally:
         env.close()
     info = env.info
-    refs = reference_scores(task.task_id)
+    refs = reference_scores(task.task_id) if entry.engine in (None, *SCORE_COMPATIBLE_ENGINES) \
+        else {}
     stats = episode_statistics(data)
     if "ref_random" in refs and "ref_expert" in refs:
         lo, hi = refs["ref_random"]["value"], refs["ref_expert"]["value"]

@@ -60,10 +60,15 @@ class DatasetEntry:
     quality: str
     version: int
     recipe: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    engine: str | None = None
+    """A simulator other than the family's default (``sc2`` for SMAC on StarCraft II, ``mpe2``
+    for MPE's reference engine); None for the default, which is what the canonical datasets,
+    shipped behaviour agents and reference scores use."""
 
     @property
     def minari_id(self) -> str:
-        return f"{NAMESPACE}/{self.task_id}/{self.quality}-v{self.version}"
+        engine = f"-{self.engine}" if self.engine else ""
+        return f"{NAMESPACE}/{self.task_id}/{self.quality}{engine}-v{self.version}"
 
     @property
     def task(self) -> Task:
@@ -104,18 +109,52 @@ _RECIPES: dict[str, dict[str, Any]] = {
     "mixed": {"policy": "medium and expert episodes in equal numbers"},
 }
 
-DATASETS: dict[str, DatasetEntry] = {
-    f"{task_id}-{quality}-v0": DatasetEntry(
-        dataset_id=f"{task_id}-{quality}-v0",
-        task_id=task_id,
+def _entry(task: Task, quality: str, engine: str | None = None) -> DatasetEntry:
+    suffix = f"-{engine}" if engine else ""
+    return DatasetEntry(
+        dataset_id=f"{task.task_id}-{quality}{suffix}-v0",
+        task_id=task.task_id,
         quality=quality,
         version=0,
-        recipe={"task": task_id, "quality": quality, "episodes": task.dataset_episodes,
-                **_RECIPES[quality]},
+        recipe={"task": task.task_id, "quality": quality, "episodes": task.dataset_episodes,
+                **_RECIPES[quality], **({"engine": engine} if engine else {})},
+        engine=engine,
     )
-    for task_id, task in TASKS.items()
-    for quality in QUALITIES
+
+
+#: The benchmark's datasets: every task in every quality, on the family's default engine.
+DATASETS: dict[str, DatasetEntry] = {
+    entry.dataset_id: entry
+    for task in TASKS.values()
+    for entry in (_entry(task, quality) for quality in QUALITIES)
 }
+
+#: The same recipes on another simulator. Data from two engines never share an id, e.g.
+#: ``smac-2s3z-random-sc2-v0`` (StarCraft II) beside ``smac-2s3z-random-v0`` (SMAX).
+ENGINE_DATASETS: dict[str, DatasetEntry] = {
+    entry.dataset_id: entry
+    for task in TASKS.values()
+    for engine in ENGINES[task.family][1:]
+    for entry in (_entry(task, quality, engine) for quality in QUALITIES)
+}
+
+
+#: Engines that reproduce the default one's task exactly enough to share its reference scores
+#: (mpe2 is the implementation JaxMARL's MPE reproduces; their observations agree to 1e-5).
+#: StarCraft II is another game engine with other observations: no shared references.
+SCORE_COMPATIBLE_ENGINES = frozenset({"mpe2"})
+
+
+def engine_variant(dataset_id: str, engine: str | None) -> DatasetEntry:
+    """The entry of a dataset's recipe on ``engine`` (None or the default: the entry itself)."""
+    entry = get_dataset(dataset_id)
+    default = FAMILIES[entry.task.family][1]
+    if engine in (None, default, entry.engine):
+        return entry
+    if engine not in ENGINES[entry.task.family]:
+        raise ValueError(f"Engine {engine!r} cannot run {entry.task.family} tasks; choose one "
+                         f"of {ENGINES[entry.task.family]}.")
+    return ENGINE_DATASETS[f"{entry.task_id}-{entry.quality}-{engine}-v{entry.version}"]
 
 
 def nearest_ids(wrong: str, candidates: list[str] | None = None, n: int = 5) -> list[str]:
@@ -128,7 +167,7 @@ def nearest_ids(wrong: str, candidates: list[str] | None = None, n: int = 5) -> 
 def get_dataset(dataset_id: str) -> DatasetEntry:
     """The registry entry of a dataset id; an unknown id lists the nearest registered ids."""
     try:
-        return DATASETS[dataset_id]
+        return DATASETS[dataset_id] if dataset_id in DATASETS else ENGINE_DATASETS[dataset_id]
     except KeyError:
         near = ", ".join(nearest_ids(dataset_id))
         raise KeyError(
@@ -141,8 +180,8 @@ def get_task(task_or_dataset_id: str) -> Task:
     """A task by task id (``smac-2s3z``) or by the id of one of its datasets."""
     if task_or_dataset_id in TASKS:
         return TASKS[task_or_dataset_id]
-    if task_or_dataset_id in DATASETS:
-        return DATASETS[task_or_dataset_id].task
+    if task_or_dataset_id in DATASETS or task_or_dataset_id in ENGINE_DATASETS:
+        return get_dataset(task_or_dataset_id).task
     near = ", ".join(nearest_ids(task_or_dataset_id, list(TASKS) + list(DATASETS)))
     raise KeyError(f"Unknown task or dataset id {task_or_dataset_id!r}. Nearest: {near}.")
 

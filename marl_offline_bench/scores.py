@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import get_task, reference_scores
+from .envs import FAMILIES
+from .registry import (ENGINE_DATASETS, SCORE_COMPATIBLE_ENGINES, get_task,
+                       reference_scores)
 
 
 def normalized_score(dataset_or_task_id: str, returns) -> np.ndarray | float:
@@ -18,6 +20,12 @@ def normalized_score(dataset_or_task_id: str, returns) -> np.ndarray | float:
         ValueError: the task's reference scores have not been measured yet.
     """
     task = get_task(dataset_or_task_id)
+    entry = ENGINE_DATASETS.get(dataset_or_task_id)
+    if entry is not None and entry.engine not in SCORE_COMPATIBLE_ENGINES:
+        raise ValueError(
+            f"{dataset_or_task_id} comes from the {entry.engine} engine; the reference scores of "
+            f"{task.task_id} were measured on {FAMILIES[task.family][1]} and do not apply. "
+            "Compare raw returns (and win rates) instead.")
     refs = reference_scores(task.task_id)
     missing = [k for k in ("ref_random", "ref_expert") if k not in refs]
     if missing:

@@ -27,6 +27,11 @@ def record_build(dataset_id: str, allow_noncanonical: bool = False) -> dict[str,
     card = dataset_card(dataset_id)
     recipe = card["recipe"]
     canonical = recipe.get("episodes") == entry.task.dataset_episodes and recipe.get("seed") == 0
+    if entry.quality == "medium-replay":
+        # The learner's whole replay window; not seeded by the collector.
+        from .collect import medium_replay_episodes
+
+        canonical = recipe.get("episodes") == medium_replay_episodes(entry.task_id)
     if not canonical and not allow_noncanonical:
         raise ValueError(
             f"{dataset_id} was built with episodes={recipe.get('episodes')}, seed="
@@ -35,7 +40,11 @@ def record_build(dataset_id: str, allow_noncanonical: bool = False) -> dict[str,
             f"`{card['collect_command']} --force`, or pass --allow-noncanonical."
         )
     returns = data.episode_returns()
-    counts, edges = np.histogram(returns, bins=HISTOGRAM_BINS)
+    returns = returns.astype(np.float64)
+    lo, hi = float(returns.min()), float(returns.max())
+    # An expert that returns (nearly) the same every episode still gets a readable histogram.
+    pad = max(0.0, 1e-3 * max(1.0, abs(hi)) - (hi - lo)) / 2
+    counts, edges = np.histogram(returns, bins=HISTOGRAM_BINS, range=(lo - pad, hi + pad))
     stats = {
         "statistics": card["statistics"],
         "recipe": recipe,

@@ -1,10 +1,11 @@
 """The learner's joint actions, per acting batch: a small, exact record of medium-replay.
 
-The adapters are deterministic given a batch's reset seed and the actions taken, so a discrete
-learner's episodes can be re-simulated from its actions alone. That is about 20 times smaller
-than the acting weights it took to choose them (:mod:`collection.snapshot_pack`): a SMAC
-medium-replay of 5000 episodes is a couple of MB of compressed action bytes instead of tens of
-MB of network weights.
+The adapters are deterministic given a batch's reset seed and the actions taken (the MPE prey
+is a deterministic function of its observation), so a learner's episodes can be re-simulated
+from its actions alone. For QMIX that is about 100 times smaller than the acting weights that
+chose them: 0.2 MB for the 2144 episodes of 2s3z's medium-replay against 20 MB of compressed
+agent snapshots (measured). Discrete actions are stored as bytes, continuous ones as the exact
+float32 values the simulator was given.
 
 A log holds, per acting batch, its reset seed and the learner episode it started at, and per
 episode its length and actions. Rebuilding re-runs each batch through
@@ -52,7 +53,8 @@ class RecordedActions:
     def __call__(self, obs: np.ndarray, avail: np.ndarray | None) -> np.ndarray:
         t = min(self.t, self.actions.shape[1] - 1)
         self.t += 1
-        return self.actions[:, t].astype(np.int64)
+        step = self.actions[:, t]
+        return step.astype(np.int64) if step.dtype == np.uint8 else step
 
 
 def episodes_digest(data: EpisodeArrays) -> str:
@@ -80,8 +82,12 @@ def write_action_log(path: str | Path, batches: list[tuple[int, int, EpisodeArra
     if len(num_envs) != 1:
         raise ValueError(f"acting batches of different sizes: {sorted(num_envs)}")
     actions = np.concatenate([b[2].actions for b in batches])
-    if actions.min() < 0 or actions.max() > 255:
-        raise ValueError("action log holds discrete actions in [0, 255]")
+    if actions.dtype.kind in "iu":
+        if actions.min() < 0 or actions.max() > 255:
+            raise ValueError("an action log holds discrete actions in [0, 255]")
+        actions = actions.astype(np.uint8)
+    else:
+        actions = actions.astype(np.float32)   # exactly what the simulator was given
     meta = {"format": _FORMAT, "description": description, "num_envs": num_envs.pop(),
             "first_episode": first_episode, "until_episode": until_episode,
             "digest": episodes_digest(window), "n_agents": int(actions.shape[1])}
@@ -92,7 +98,7 @@ def write_action_log(path: str | Path, batches: list[tuple[int, int, EpisodeArra
             batch_seed=np.array([b[0] for b in batches], np.int64),
             batch_episode=np.array([b[1] for b in batches], np.int64),
             lengths=np.concatenate([b[2].lengths for b in batches]).astype(np.int32),
-            actions=actions.astype(np.uint8))
+            actions=actions)
     os.replace(tmp, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -137,7 +143,8 @@ def replay_action_log(path: str | Path, task_id: str, first_episode: int | None 
             if start + num_envs <= first or start >= until:
                 continue
             lengths = log["lengths"][b * num_envs:(b + 1) * num_envs]
-            recorded = np.zeros((num_envs, int(lengths.max()), meta["n_agents"]), np.uint8)
+            recorded = np.zeros((num_envs, int(lengths.max())) + log["actions"].shape[1:],
+                                log["actions"].dtype)
             for e in range(num_envs):
                 lo = offsets[b * num_envs + e]
                 recorded[e, :lengths[e]] = log["actions"][lo:lo + lengths[e]]

@@ -50,7 +50,7 @@ __all__ = [
     "shipped_checkpoint",
     "measure_expert_reference", "record_shipped_reference", "replay_snapshots", "replay_chunks",
     "medium_replay_window", "ship_medium_replay", "shipped_medium_replay", "rebuild_medium_replay",
-    "MEDIUM_REPLAY_PACK", "MEDIUM_REPLAY_LOG", "replay_batches", "window_of",
+    "MEDIUM_REPLAY_LOG", "replay_capacity_episodes", "replay_batches", "window_of",
     "MEDIUM_BAND",
 ]
 
@@ -382,9 +382,8 @@ def measure_expert_reference(task_id: str, checkpoint: str | Path, episodes: int
 
 
 # -- medium-replay: replaying the learner's acting snapshots --------------------------------------
-#: The shipped snapshots of medium-replay: ``CHECKPOINT_ROOT / <task_id> / MEDIUM_REPLAY_PACK``.
-MEDIUM_REPLAY_PACK = "medium_replay_snapshots.npz"
-#: Discrete learners ship their joint actions instead (:mod:`collection.action_log`).
+#: What ships for medium-replay: ``CHECKPOINT_ROOT / <task_id> / MEDIUM_REPLAY_LOG``, the
+#: learner's joint actions per acting batch (:mod:`collection.action_log`).
 MEDIUM_REPLAY_LOG = "medium_replay_actions.npz"
 
 
@@ -473,10 +472,19 @@ def replay_snapshots(run_dir: str | Path, until_episode: int, last_episodes: int
     return replay_chunks(chunks, first, until_episode, engine=engine)
 
 
+def replay_capacity_episodes(run_dir: str | Path) -> int:
+    """How many episodes a run's replay holds: QMIX counts episodes, MATD3 transitions (of
+    fixed-length episodes: MPE and MaMuJoCo end by time limit only)."""
+    doc = json.loads((Path(run_dir) / "config.json").read_text())
+    capacity = int(doc["config"]["buffer_size"])
+    if doc.get("algorithm", "qmix") == "matd3":
+        capacity //= int(doc["task"]["episode_limit"])
+    return capacity
+
+
 def medium_replay_window(run_dir: str | Path, until_episode: int) -> tuple[int, int]:
     """Episodes [first, until) the learner's replay held when it reached medium."""
-    config = json.loads((Path(run_dir) / "config.json").read_text())["config"]
-    return max(0, until_episode - int(config["buffer_size"])), until_episode
+    return max(0, until_episode - replay_capacity_episodes(run_dir)), until_episode
 
 
 def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
@@ -484,13 +492,11 @@ def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
     """Ship what rebuilds medium-replay exactly, and describe it in the shipped config.json.
 
     The window is what the learner's replay held at the shipped medium checkpoint (its
-    ``medium_replay_until_episode``): the last ``buffer_size`` episodes before it. Discrete
-    learners ship their joint actions per acting batch (:mod:`collection.action_log`, checked
-    here by re-simulating them); continuous ones ship their acting snapshots
-    (:mod:`collection.snapshot_pack`).
+    ``medium_replay_until_episode``): the episodes of its replay capacity before it. What ships
+    is the learner's joint actions per acting batch (:mod:`collection.action_log`), replayed here
+    once from the run's snapshots and checked by re-simulating them.
     """
     from .action_log import replay_action_log, write_action_log
-    from .snapshot_pack import select_snapshots, write_pack
 
     run_dir = Path(run_dir)
     task_id = task_id or _run_task(run_dir)
@@ -498,47 +504,37 @@ def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
     config_path = dest / "config.json"
     doc = json.loads(config_path.read_text())
     first, until = medium_replay_window(run_dir, int(doc["medium_replay_until_episode"]))
-    chunk = select_snapshots((torch.load(p, weights_only=True) for p in _snapshot_chunks(run_dir)),
-                             first, until)
     run_config = json.loads((run_dir / "config.json").read_text())
-    algorithm = chunk.get("algorithm", "qmix")
-    description = {
+    chunks = [torch.load(p, weights_only=True) for p in _snapshot_chunks(run_dir)]
+    batches = list(replay_batches(chunks, first, until))
+    window = window_of(batches, first, until)
+    description: dict[str, Any] = {
         "task_id": task_id,
-        "algorithm": algorithm,
+        "algorithm": run_config.get("algorithm", "qmix"),
         "first_episode": first,
         "until_episode": until,
         "episodes": until - first,
-        "acting_batches": int(len(chunk["episode"])),
+        "transitions": int(window.n_transitions),
+        "acting_batches": len(batches),
         "run_seed": run_config["config"]["seed"],
-        "replay_capacity_episodes": run_config["config"]["buffer_size"],
+        "replay_capacity_episodes": replay_capacity_episodes(run_dir),
         "engine": run_config.get("engine"),
+        "how": ("the behaviour learner's own episodes: its joint actions per acting batch, "
+                "re-simulated from the batch's reset seed (the actions were taken from its "
+                "acting snapshots, with their exploration, when the log was made)"),
     }
     for column in ("epsilon", "noise_std"):
-        if column in chunk:
-            values = chunk[column].double()
-            description[f"{column}_range"] = [float(values.min()), float(values.max())]
-    for stale in (MEDIUM_REPLAY_LOG, MEDIUM_REPLAY_PACK):
-        (dest / stale).unlink(missing_ok=True)
-    if algorithm == "qmix":
-        batches = list(replay_batches([chunk], first, until))
-        window = window_of(batches, first, until)
-        description["how"] = (
-            "the behaviour learner's own episodes: its joint actions per acting batch, "
-            "re-simulated from the batch's reset seed (actions taken from its epsilon-greedy "
-            "acting snapshots when the log was made)")
-        name = MEDIUM_REPLAY_LOG
-        sha = write_action_log(dest / name, [(s, e, d) for s, e, d in batches], first, until,
-                               window, description)
-        _, matches = replay_action_log(dest / name, task_id)
-        if not matches:
-            raise RuntimeError(f"{dest / name}: re-simulating the logged actions does not give "
-                               "back the snapshots' episodes")
-    else:
-        description["how"] = (
-            "the behaviour learner's acting batches replayed in order from their snapshots "
-            "(acting weights, exploration setting, reset and action seeds)")
-        name = MEDIUM_REPLAY_PACK
-        sha = write_pack(chunk, dest / name, description)
+        values = [float(v) for c in chunks if column in c
+                  for v, e in zip(c[column].tolist(), c["episode"].tolist())
+                  if e + int(c["num_envs"]) > first and e < until]
+        if values:
+            description[f"{column}_range"] = [min(values), max(values)]
+    name = MEDIUM_REPLAY_LOG
+    sha = write_action_log(dest / name, batches, first, until, window, description)
+    _, matches = replay_action_log(dest / name, task_id)
+    if not matches:
+        raise RuntimeError(f"{dest / name}: re-simulating the logged actions does not give back "
+                           "the snapshots' episodes")
     doc["medium_replay"] = {**description, "file": name, "sha256": sha,
                             "bytes": (dest / name).stat().st_size}
     tmp = dest / ".config.json.tmp"
@@ -548,12 +544,10 @@ def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
 
 
 def shipped_medium_replay(task_id: str) -> Path | None:
-    """The shipped file that rebuilds a task's medium-replay, or None."""
+    """The shipped action log that rebuilds a task's medium-replay, or None."""
     split_task_id(task_id)
-    for name in (MEDIUM_REPLAY_LOG, MEDIUM_REPLAY_PACK):
-        if (checkpoint_root() / task_id / name).is_file():
-            return checkpoint_root() / task_id / name
-    return None
+    path = checkpoint_root() / task_id / MEDIUM_REPLAY_LOG
+    return path if path.is_file() else None
 
 
 def rebuild_medium_replay(task_id: str, episodes: int | None = None, engine: str | None = None,
@@ -564,25 +558,18 @@ def rebuild_medium_replay(task_id: str, episodes: int | None = None, engine: str
     replayed), for small re-collections.
     """
     from .action_log import replay_action_log
-    from .snapshot_pack import read_pack
 
     path = shipped_medium_replay(task_id)
     if path is None:
-        raise FileNotFoundError(f"{task_id} ships nothing to rebuild medium-replay from (looked "
-                                f"for {MEDIUM_REPLAY_LOG} and {MEDIUM_REPLAY_PACK} in "
-                                f"{checkpoint_root() / task_id})")
+        raise FileNotFoundError(f"{task_id} ships nothing to rebuild medium-replay from (no "
+                                f"{MEDIUM_REPLAY_LOG} in {checkpoint_root() / task_id})")
     description = json.loads((path.parent / "config.json").read_text())["medium_replay"]
     first, until = int(description["first_episode"]), int(description["until_episode"])
     if episodes is not None:
         if episodes < 1:
             raise ValueError(f"episodes must be at least 1, got {episodes}")
         first = max(first, until - episodes)
-    if path.name == MEDIUM_REPLAY_LOG:
-        data, matches = replay_action_log(path, task_id, first, engine=engine, progress=progress)
-    else:
-        chunk, _ = read_pack(path)
-        data = replay_chunks([chunk], first, until, engine=engine, progress=progress)
-        matches = None
+    data, matches = replay_action_log(path, task_id, first, engine=engine, progress=progress)
     if matches is False:
         warnings.warn(f"{task_id}: the rebuilt medium-replay differs from the episodes recorded "
                       "when it shipped; this simulator version behaves differently",
@@ -643,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = ship_medium_replay(args.run)
         print(f"{entry['task_id']}: medium-replay = episodes [{entry['first_episode']}, "
               f"{entry['until_episode']}) from {entry['acting_batches']} acting batches, "
-              f"pack {entry['bytes'] / 1e6:.1f} MB")
+              f"action log {entry['bytes'] / 1e3:.0f} kB")
         return 0
     if args.command == "record":
         print(f"{args.task}: ref_expert recorded in {record_shipped_reference(args.task)}")

@@ -143,27 +143,3 @@ def test_shipped_medium_replay_rebuilds_the_learners_replay(run, tmp_path, monke
     with pytest.warns(RuntimeWarning, match="differs"):
         _, how = behaviour.rebuild_medium_replay("equal_line-n2")
     assert how["matches_shipped_digest"] is False
-
-
-def test_snapshot_pack_is_lossless_and_detects_corruption(run, tmp_path):
-    import torch
-
-    from collection.snapshot_pack import PackError, read_pack, select_snapshots, write_pack
-
-    out, _ = run
-    chunks = [torch.load(p, weights_only=True) for p in sorted((out / "snapshots").glob("*.pt"))]
-    chunk = select_snapshots(chunks, 4, 12)
-    assert chunk["episode"].tolist() == [4, 8]
-    path = tmp_path / "pack.npz"
-    write_pack(chunk, path, {"what": "test"})
-    back, description = read_pack(path)
-    assert description == {"what": "test"}
-    for name, tensor in chunk["agent"].items():
-        assert torch.equal(back["agent"][name], tensor), name
-    assert torch.equal(back["rollout_seed"], chunk["rollout_seed"])
-    assert back["task"] == chunk["task"]
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    path.write_bytes(bytes(raw))
-    with pytest.raises(PackError, match=str(path.name)):
-        read_pack(path)

@@ -7,7 +7,7 @@ from . import storage
 from .collect import build_blocker, collect_dataset
 from .dataset import MARLDataset
 from .envs import task_info
-from .registry import DATASETS, DatasetEntry, get_dataset, reference_scores
+from .registry import DATASETS, DatasetEntry, get_dataset, recorded_statistics, reference_scores
 
 
 def collect_command(entry: DatasetEntry) -> str:
@@ -64,6 +64,11 @@ def dataset_card(dataset_id: str) -> dict[str, Any]:
     }
     if blocker and not built:
         card["why_not_buildable"] = blocker
+    recorded = recorded_statistics(dataset_id)
+    if recorded:
+        # The canonical build's numbers, shipped with the package: known before building.
+        card["canonical_build"] = {k: recorded[k] for k in ("statistics", "sha256", "size_bytes",
+                                                            "commit", "canonical") if k in recorded}
     if built:
         root = storage.dataset_dir(entry.minari_id)
         meta = storage.read_metadata(entry.minari_id)

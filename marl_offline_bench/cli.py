@@ -68,6 +68,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         if "why_not_buildable" in card:
             print(f"  note      : {card['why_not_buildable']}")
     print(f"  recipe    : {json.dumps(card['recipe'])}")
+    canonical = card.get("canonical_build")
+    if canonical:
+        stats = canonical["statistics"]
+        print("  canonical : " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()
+            if k in ("episodes", "transitions", "return_mean", "return_std", "normalized_score",
+                     "win_rate")) + f"; sha256 {canonical.get('sha256', '?')[:16]}…")
     refs = card["reference_scores"]
     for kind in ("ref_random", "ref_expert"):
         ref = refs.get(kind)

@@ -59,3 +59,13 @@ def test_recorded_statistics_keep_the_quality_order():
         assert means["random"] < means["medium-replay"] < means["medium"], (task, means)
         assert means["mixed"] not in (means["medium"], means["expert"]), (task, means)
     assert checked >= 1
+
+
+def test_info_shows_the_canonical_build_before_building(minari_root, capsys):
+    from marl_offline_bench.cli import main
+
+    card = mob.dataset_card("smac-2s3z-expert-v0")
+    assert card["status"] == "buildable"
+    assert card["canonical_build"]["statistics"]["episodes"] == 5000
+    assert main(["info", "smac-2s3z-expert-v0"]) == 0
+    assert "canonical : episodes=5000" in capsys.readouterr().out

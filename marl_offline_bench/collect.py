@@ -27,6 +27,13 @@ from .registry import (SCORE_COMPATIBLE_ENGINES, DatasetEntry, engine_variant, g
 
 Policy = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
+#: How the shipped behaviour checkpoints act when they make medium, expert and mixed data:
+#: QMIX greedily over available actions, as it was evaluated when chosen; MATD3's deterministic
+#: actors with Gaussian noise of std 0.1 (its final exploration noise in training), clipped to
+#: [-1, 1], so that continuous data cover more than one action per state.
+BEHAVIOUR_EXPLORATION: dict[str, dict[str, float]] = {"qmix": {"epsilon": 0.0},
+                                                      "matd3": {"noise_std": 0.1}}
+
 #: batch sizes per family: big batches for the jitted engines, one per core for MuJoCo.
 DEFAULT_NUM_ENVS = {"equal_line": 500, "mpe": 1000, "smac": 250, "mamujoco": 16}
 
@@ -238,8 +245,7 @@ def behaviour_policy(entry: DatasetEntry, info: TaskInfo, seed: int,
                      quality: str | None = None) -> Policy:
     """The policy that makes a dataset of this quality, or a clear error if it cannot yet.
 
-    Shipped behaviour checkpoints act greedily over available actions, as they were evaluated
-    when they were chosen (exploration epsilon 0).
+    Shipped behaviour checkpoints act as :data:`BEHAVIOUR_EXPLORATION` says.
     """
     blocker = build_blocker(entry)
     if blocker:
@@ -249,7 +255,8 @@ def behaviour_policy(entry: DatasetEntry, info: TaskInfo, seed: int,
         return RandomPolicy(info, seed)
     from collection.behaviour import behaviour_policy as checkpoint_policy
 
-    return checkpoint_policy(_shipped_checkpoint(entry.task_id, quality), epsilon=0.0, seed=seed)
+    return checkpoint_policy(_shipped_checkpoint(entry.task_id, quality), seed=seed,
+                             **BEHAVIOUR_EXPLORATION[entry.task.behaviour])
 
 
 def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
@@ -268,7 +275,8 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
         if entry.quality in ("medium", "expert"):
             path = _shipped_checkpoint(entry.task_id, entry.quality)
             extra = {"behaviour_checkpoint": _checkpoint_name(path),
-                     "behaviour_sha256": _sha256(path), "epsilon": 0.0}
+                     "behaviour_sha256": _sha256(path),
+                     **BEHAVIOUR_EXPLORATION[entry.task.behaviour]}
         return data, extra
     half = n_episodes // 2
     medium = rollout(env, behaviour_policy(entry, info, seed, "medium"), half, seed, progress=bar)
@@ -276,7 +284,7 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
                      seed + 1, progress=bar)
     extra = {"parts": {"medium": {"episodes": half, "seed": seed},
                        "expert": {"episodes": n_episodes - half, "seed": seed + 1}},
-             "epsilon": 0.0,
+             **BEHAVIOUR_EXPLORATION[entry.task.behaviour],
              "behaviour_checkpoints": [_checkpoint_name(_shipped_checkpoint(entry.task_id, q))
                                        for q in ("medium", "expert")],
              "behaviour_sha256": [_sha256(_shipped_checkpoint(entry.task_id, q))

@@ -10,7 +10,12 @@ backward, optimiser step):
 * continuous, MPE sizes (1024 transitions, 3 agents, obs 18, action 2, state 54):
   CFCQL as shipped (all n x 3M counterfactual joint actions through the critic in one call);
   CFCQL with a per-agent, per-source loop that re-runs the whole critic on repeated states;
+  CFCQL with a loop over agents and sampled actions, one critic call of B rows each (the
+  continuous counterpart of the discrete loop over agents and actions);
   the same update without the conservative term (TD loss and counterfactual actor only).
+  All three CFCQL variants push the same B x n x 3M rows through the critic's hidden layers,
+  which is where the time goes on a CPU; batching saves only the repeated state part of the
+  first layer and Python overhead, so expect little speed-up here (a GPU is another matter).
   The behaviour density for lambda (a VAE with L importance samples) costs the same in both
   CFCQL variants and is timed on its own.
 
@@ -94,6 +99,23 @@ class LoopCFCQLContinuous(CFCQLContinuous):
                                 joint.reshape(batch_size * per_source, n * d))
                 blocks.append(q.reshape(2, batch_size, per_source))
             rows.append(torch.cat(blocks, dim=-1))
+        return torch.stack(rows, dim=2)
+
+
+class SampleLoopCFCQLContinuous(CFCQLContinuous):
+    """CFCQL whose counterfactual Q runs the whole critic once per agent and sampled action,
+    the continuous counterpart of the discrete loop over agents and actions."""
+
+    def counterfactual_q(self, features, state, actions, samples):
+        batch_size, n, n_samples, d = samples.shape
+        rows = []
+        for i in range(n):
+            columns = []
+            for k in range(n_samples):
+                joint = actions.clone()                                            # (B, n, d)
+                joint[:, i] = samples[:, i, k]
+                columns.append(self.critic(state, joint.reshape(batch_size, n * d)))  # (2, B)
+            rows.append(torch.stack(columns, dim=-1))
         return torch.stack(rows, dim=2)
 
 
@@ -185,6 +207,22 @@ def check_same_values() -> None:
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
 
 
+def check_same_continuous(batched: CFCQLContinuous, *loops: CFCQLContinuous) -> None:
+    """Every continuous variant gives the same counterfactual Q with the same critic."""
+    torch.manual_seed(0)
+    n, d = batched.info.n_agents, batched.info.action_dim
+    state, actions = torch.randn(5, batched.info.state_dim), torch.rand(5, n, d) * 2 - 1
+    samples = torch.rand(5, n, 3 * batched.config.num_sampled_actions, d) * 2 - 1
+    with torch.no_grad():
+        fast = batched.counterfactual_q(batched.critic.state_features(state), state, actions,
+                                        samples)
+        for loop in loops:
+            loop.critic.load_state_dict(batched.critic.state_dict())
+            slow = loop.counterfactual_q(loop.critic.state_features(state), state, actions,
+                                         samples)
+            torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed updates per learner")
@@ -226,13 +264,18 @@ def main() -> None:
                         vae_samples=args.vae_samples)
         batched = CFCQLContinuous(info, data, CFCQLContinuous.Config(**settings))
         looped = LoopCFCQLContinuous(info, data, LoopCFCQLContinuous.Config(**settings))
+        sampled = SampleLoopCFCQLContinuous(info, data,
+                                            SampleLoopCFCQLContinuous.Config(**settings))
         plain = CFCQLContinuous(info, data, CFCQLContinuous.Config(**settings))
+        check_same_continuous(batched, looped, sampled)
         # mean over whole rounds (1 critic+actor update, then 4 critic-only updates)
         per_round = batched.config.critic_updates_per_round
         timed = per_round * max(1, round(args.repeats / per_round))
         t = seconds_per_call({"batched": batched.update, "looped": looped.update,
-                              "plain": lambda: td_only_update(plain)}, timed, 1, statistics.mean)
+                              "sampled": sampled.update, "plain": lambda: td_only_update(plain)},
+                             timed, 1, statistics.mean)
         t_batched, t_looped, t_plain = t["batched"], t["looped"], t["plain"]
+        t_sampled = t["sampled"]
         cfg = batched.config
         state = torch.randn(1024, 54)
         with torch.no_grad():
@@ -242,13 +285,17 @@ def main() -> None:
         print("continuous, MPE sizes: 1024 transitions, 3 agents, obs 18, action 2, state 54; "
               f"M = {cfg.num_sampled_actions} x 3 sources; mean over {timed} updates")
         print(row("CFCQL, batched counterfactuals   ", t_batched))
-        print(row("CFCQL, per-agent loop            ", t_looped))
+        print(row("CFCQL, loop over agents x sources", t_looped))
+        print(row("CFCQL, loop over agents x samples", t_sampled))
         print(row("without the CQL term (TD + actor)", t_plain))
         print(f"  of which lambda (VAE hidden {cfg.vae_hidden_dim}, L = {cfg.vae_samples}): "
               f"{t_lambda:.3f} s per update, in both CFCQL variants")
         excl_b, excl_l = t_batched - t_lambda, t_looped - t_lambda
-        print(f"  speed-up of batching: {t_looped / t_batched:.2f}x whole update, "
-              f"{excl_l / excl_b:.2f}x without lambda;  CFCQL cost over TD-only: "
+        excl_s = t_sampled - t_lambda
+        print(f"  speed-up of batching over the agent x sample loop: {t_sampled / t_batched:.2f}x "
+              f"whole update, {excl_s / excl_b:.2f}x without lambda")
+        print(f"  speed-up of batching over the agent x source loop: {t_looped / t_batched:.2f}x "
+              f"whole update, {excl_l / excl_b:.2f}x without lambda;  CFCQL cost over TD-only: "
               f"{t_batched / t_plain:.2f}x ({excl_b / t_plain:.2f}x without lambda)")
 
 

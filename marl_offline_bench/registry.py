@@ -75,10 +75,6 @@ class DatasetEntry:
         return TASKS[self.task_id]
 
 
-_PREY_NEEDED = (
-    "the frozen pretrained prey policy, which arrives with the MATD3 behaviour-agent work; "
-    "until it ships, make_env/make_vec_env accept a prey_policy callable"
-)
 _EPISODE_LIMITS = {"equal_line": 50, "mpe": 25, "mamujoco": 1000, "smac": 100}
 
 
@@ -95,7 +91,6 @@ TASKS: dict[str, Task] = {
         name=name,
         behaviour="qmix" if family in ("equal_line", "smac") else "matd3",
         dataset_episodes=_dataset_episodes(family),
-        needs=_PREY_NEEDED if family == "mpe" and name in ("pp", "world") else None,
     )
     for family, (names, _engine) in FAMILIES.items()
     for name in names

@@ -24,11 +24,24 @@ reward. In ``world`` the predators share the collision term (+5 per collision) b
 gets its own shaping term -0.1 * (distance to its nearest prey), so they differ; the mean keeps
 the shared reward's scale. ``agent_rewards`` keeps each predator's own reward.
 
-Prey are not learners: a frozen policy drives them. The pretrained prey is not shipped yet, so
-``pp`` and ``world`` need a ``prey_policy`` callable: ``prey_policy(prey_obs [B, n_prey,
-prey_obs_dim] float32) -> [B, n_prey, 2]`` in [-1, 1] (numpy in, numpy out), called on the
-prey's current observations before every step. If it has a ``reset(seed)`` method, the env calls
-it at every reset so a stochastic prey replays with the seed (see :func:`random_prey_policy`).
+Prey are not learners: a frozen pretrained policy drives them. It ships with the package as
+``marl_offline_bench/data/prey/{pp,world}.npz`` (the prey's per-agent MLP actors, 2 ReLU layers,
+tanh output) beside a ``.json`` that says how it was trained (MATD3 with predators and prey
+learning together, :mod:`collection.matd3` with ``train_prey=true``: budget, wall time, seed,
+config) and the file's sha256. :class:`PretrainedPrey` runs it in numpy, deterministically, and
+is the default whenever no ``prey_policy`` is given; its sha256 is recorded in
+``info.engine["pretrained_prey"]`` and so in every dataset's metadata. **The prey is part of
+the task:** if the shipped prey ever changes, the version of every ``mpe-pp-*`` /
+``mpe-world-*`` dataset id (``-v0``) and of their reference scores must change with it.
+
+A ``prey_policy`` argument (tests, the ``random`` reference of a prey, joint training) replaces
+the shipped prey: a callable ``prey_policy(prey_obs [B, n_prey, prey_obs_dim] float32) -> [B,
+n_prey, 2]`` in [-1, 1] (numpy in, numpy out), called on the prey's current observations before
+every step. If it has a ``reset(seed)`` method, the env calls it at every reset so a stochastic
+prey replays with the seed (see :func:`random_prey_policy`). To train prey, read what they see
+and get: :attr:`MPEVectorEnv.prey_observations` (before the step: what the prey policy was
+given; after it: the next observations) and ``MPEVectorEnv.last_all_rewards`` (every agent's
+reward of the last step, prey after the learners, in ``info.engine["agents"]`` order).
 
 Actions. Every learner's movement is a 2-D action (x, y) in [-1, 1] (as OMAR and CFCQL use); it
 maps one-to-one onto mpe2's 5-dim [0, 1] action [no-op, left, right, down, up]
@@ -59,8 +72,11 @@ import dataclasses
 import functools
 import importlib
 import importlib.metadata
+import hashlib
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -70,7 +86,8 @@ from .base import TaskEnv, TaskInfo, VecObservation, VecStep, VectorTaskEnv
 __all__ = [
     "EPISODE_LIMIT", "TASKS", "MPEEnv", "MPEVectorEnv", "WorldState", "task_info",
     "to_mpe2_action", "from_mpe2_action", "to_mpe2_comm", "from_mpe2_comm",
-    "random_prey_policy", "still_prey_policy", "get_mpe2_world_state",
+    "random_prey_policy", "still_prey_policy", "PretrainedPrey", "pretrained_prey",
+    "PREY_DIR", "get_mpe2_world_state",
     "set_mpe2_world_state", "make_mpe2_env",
 ]
 
@@ -78,6 +95,8 @@ EPISODE_LIMIT = 25
 #: JaxMARL's MPE runs ``max_steps + 1`` steps.
 JAXMARL_MAX_STEPS = EPISODE_LIMIT - 1
 ENGINES = ("jaxmarl", "mpe2")
+#: Where the frozen pretrained prey of ``pp`` and ``world`` ship (``<name>.npz`` + ``.json``).
+PREY_DIR = Path(__file__).resolve().parent.parent / "data" / "prey"
 
 PreyPolicy = Callable[[np.ndarray], np.ndarray]
 
@@ -254,15 +273,63 @@ def _prey_policy_name(policy: Any) -> str | None:
                or type(policy).__qualname__)
 
 
+class PretrainedPrey:
+    """The frozen pretrained prey of a task, run in numpy: a deterministic policy.
+
+    Each prey has its own MLP (2 hidden ReLU layers, tanh output) on its own observation; the
+    weights are read from ``PREY_DIR / <name>.npz`` (see the module docstring). ``sha256`` is the
+    weight file's, ``name`` ``"pretrained-<first 12 hex digits>"``.
+    """
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no pretrained prey at {path}; it is trained with "
+                                    "`python -m collection.matd3 --set train_prey=true` and "
+                                    "exported with --export-prey")
+        raw = path.read_bytes()
+        self.path, self.sha256 = path, hashlib.sha256(raw).hexdigest()
+        self.name = f"pretrained-{self.sha256[:12]}"
+        with np.load(path, allow_pickle=False) as arrays:
+            names = sorted(k for k in arrays.files if k.startswith("hidden_"))
+            self._layers = [(arrays[f"hidden_{i}_weight"].astype(np.float32),
+                             arrays[f"hidden_{i}_bias"].astype(np.float32))
+                            for i in range(len(names) // 2)]
+            self._out = (arrays["out_weight"].astype(np.float32),
+                         arrays["out_bias"].astype(np.float32))
+        self.n_prey, self.obs_dim = self._layers[0][0].shape[:2]
+
+    def __call__(self, prey_obs: np.ndarray) -> np.ndarray:
+        h = np.asarray(prey_obs, np.float32)                               # (B, n_prey, d)
+        if h.shape[1:] != (self.n_prey, self.obs_dim):
+            raise ValueError(f"prey observations of shape {h.shape[1:]}; this prey takes "
+                             f"{(self.n_prey, self.obs_dim)}")
+        for weight, bias in self._layers:                  # weight (n_prey, in, out)
+            h = np.maximum(np.einsum("bni,nio->bno", h, weight) + bias, 0.0)
+        weight, bias = self._out
+        return np.tanh(np.einsum("bni,nio->bno", h, weight) + bias).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """What the datasets record about the prey: file, sha256 and how it was trained."""
+        doc = {"file": f"marl_offline_bench/data/prey/{self.path.name}", "sha256": self.sha256}
+        meta = self.path.with_suffix(".json")
+        if meta.is_file():
+            trained = json.loads(meta.read_text())
+            doc["trained"] = {k: trained.get(k) for k in ("algorithm", "env_steps", "episodes",
+                                                          "seed", "wall_s", "eval")}
+        return doc
+
+
+@functools.lru_cache(maxsize=None)
+def pretrained_prey(name: str) -> PretrainedPrey:
+    """The shipped prey of ``pp`` or ``world`` (loaded once per process; it is stateless)."""
+    spec = _spec(name)
+    if not spec.prey:
+        raise ValueError(f"mpe-{name} has no prey")
+    return PretrainedPrey(PREY_DIR / f"{name}.npz")
+
+
 def _check_prey_policy(spec: _Spec, prey_policy: Any) -> None:
-    if spec.prey and prey_policy is None:
-        raise ValueError(
-            f"mpe-{spec.name} needs a prey_policy: the frozen pretrained prey is not shipped yet "
-            "(it arrives with the continuous behaviour-agent issue). Pass a callable "
-            f"prey_policy(prey_obs [B, {len(spec.prey)}, {spec.prey_obs_dim}] float32) -> "
-            f"actions [B, {len(spec.prey)}, 2] in [-1, 1], e.g. "
-            "marl_offline_bench.envs.mpe.random_prey_policy(seed)."
-        )
     if not spec.prey and prey_policy is not None:
         raise ValueError(f"mpe-{spec.name} has no prey; do not pass a prey_policy.")
     if prey_policy is not None and not callable(prey_policy):
@@ -593,7 +660,8 @@ class MPEVectorEnv(VectorTaskEnv):
         num_envs: batch size B.
         engine: ``"jaxmarl"`` (vectorised, default) or ``"mpe2"`` (a Python loop over mpe2 envs).
         prey_policy: for ``pp`` / ``world``, ``prey_policy(prey_obs [B, n_prey, d]) -> [B,
-            n_prey, 2]`` in [-1, 1]; required until the pretrained prey ships.
+            n_prey, 2]`` in [-1, 1]; None (the default) drives the prey with the shipped
+            :class:`PretrainedPrey`.
 
     ``reset(seed)`` is deterministic in the seed (positions drawn as mpe2 does, copy 0 exactly
     mpe2's ``reset(seed=seed)``); ``step(actions [B, n_agents, action_dim])`` with actions in
@@ -609,6 +677,9 @@ class MPEVectorEnv(VectorTaskEnv):
         spec = _spec(name)
         _check_prey_policy(spec, prey_policy)
         info = task_info(name, engine)
+        if spec.prey and prey_policy is None:
+            prey_policy = pretrained_prey(name)
+            info.engine["pretrained_prey"] = prey_policy.describe()
         info.engine["prey_policy"] = _prey_policy_name(prey_policy)
         self.info = info
         self.spec = spec

@@ -83,12 +83,31 @@ def test_task_info_matches_mpe2(name):
     assert task_info(name, "mpe2").engine["name"] == "mpe2"
 
 
-def test_prey_policy_required():
+def test_shipped_prey_drives_pp_and_world_by_default():
+    import hashlib
+    import json
+
+    from marl_offline_bench.envs.mpe import PREY_DIR, PretrainedPrey
+
     for name in ("pp", "world"):
-        with pytest.raises(ValueError, match="not shipped yet"):
-            MPEEnv(name)
-        with pytest.raises(ValueError, match="prey_policy"):
-            MPEVectorEnv(name, 2)
+        path = PREY_DIR / f"{name}.npz"
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert json.loads(path.with_suffix(".json").read_text())["sha256"] == sha
+        env = MPEVectorEnv(name, BATCH)
+        assert isinstance(env.prey_policy, PretrainedPrey)
+        assert env.info.engine["pretrained_prey"]["sha256"] == sha
+        assert env.info.engine["prey_policy"] == f"pretrained-{sha[:12]}"
+        assert MPEEnv(name).info.engine["pretrained_prey"]["sha256"] == sha
+        # The prey is deterministic and acts on its own observations.
+        env.reset(0)
+        prey_obs = env.prey_observations
+        act = env.prey_policy(prey_obs)
+        assert act.shape == (BATCH, len(_spec(name).prey), 2) and np.abs(act).max() <= 1.0
+        np.testing.assert_array_equal(act, env.prey_policy(prey_obs))
+        # A prey_policy argument still replaces it.
+        other = MPEVectorEnv(name, BATCH, prey_policy=still_prey_policy())
+        assert "pretrained_prey" not in other.info.engine
+        assert other.info.engine["prey_policy"] == "still"
     with pytest.raises(ValueError):
         MPEEnv("cn", prey_policy=still_prey_policy())
 

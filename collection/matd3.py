@@ -185,13 +185,16 @@ _MPE = dict(hidden_dim=64, batch_size=1024, actor_lr=1e-3, critic_lr=1e-3, gamma
             updates_per_step=0.25, start_steps=8_000, noise_anneal_steps=150_000,
             eval_interval_steps=8_000, resume_interval_evals=5)
 #: Per-task overrides of :class:`MATD3Config`, the only place where tasks differ. Budgets are
-#: sized for this project's 2-core CPU machine, one core per run (measured: on MPE an update of
-#: 1024 transitions costs about 4 ms and an acting batch of 32 episodes about 0.1 s; on
-#: HalfCheetah an update of 256 about 5 ms and one env step of 4 copies about 1 ms).
+#: sized for this project's 2-core CPU machine, one core per run beside another training run
+#: (measured: on MPE an update of 1024 transitions costs about 6 ms, so 0.25 updates per step
+#: run at 550-650 env steps/s on cn and pp and about 390 on World; the shipped runs took 10.4
+#: min (cn, 400k steps), 11.2 min (pp, 400k) and about 14 min (World, 320k)). The prey of pp and
+#: World were trained with ``train_prey=true`` and 200k steps (8.7 and 13.1 min: both sides
+#: learn, so half the speed).
 TASK_OVERRIDES: dict[str, dict[str, Any]] = {
     "mpe-cn": dict(_MPE, env_steps=400_000),
     "mpe-pp": dict(_MPE, env_steps=400_000),
-    "mpe-world": dict(_MPE, env_steps=400_000),
+    "mpe-world": dict(_MPE, env_steps=320_000),
     # HalfCheetah: TD3's sizes; 4 episodes (4000 steps) per acting batch, then one update per
     # two acted steps; evaluations of 8 episodes every 20k steps; one worker (one core).
     "mamujoco-halfcheetah_2x3": dict(

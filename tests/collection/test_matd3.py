@@ -214,3 +214,29 @@ def test_config_rejects_bad_values():
         config_for("equal_line-n2")
     with pytest.raises(ValueError, match="noise_finish"):
         config_for("mpe-cn", noise_start=0.1, noise_finish=0.2)
+
+
+def test_select_ships_actors_only_and_behaviour_policy_adds_seeded_noise(run, tmp_path):
+    import json
+    import warnings
+
+    from collection.behaviour import select_checkpoints, ship_checkpoints
+
+    out, _ = run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # a tiny run need not reach the medium band
+        selection = select_checkpoints(out, reeval_episodes=4, top_k=2, medium_candidates=2,
+                                       random_reference=-80.0)
+    assert selection.medium_band[0] > -80.0
+    dest = ship_checkpoints(out, selection, tmp_path / "ship")
+    expert = load_checkpoint(dest / "expert.pt")
+    assert expert["algorithm"] == "matd3" and "critic" not in expert
+    doc = json.loads((dest / "config.json").read_text())
+    assert doc["medium_replay_until_episode"] == selection.medium["episodes"] >= 4
+    obs = np.random.default_rng(1).standard_normal((4, 3, 18)).astype(np.float32)
+    noisy = behaviour_policy(expert, noise_std=0.3, seed=5)
+    first = noisy(obs)
+    noisy.reset(4)
+    np.testing.assert_array_equal(noisy(obs), first)
+    greedy = behaviour_policy(expert)(obs)
+    assert not np.array_equal(first, greedy) and np.abs(first).max() <= 1.0

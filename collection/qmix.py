@@ -198,7 +198,7 @@ TASK_OVERRIDES: dict[str, dict[str, Any]] = {
     "smac-3s_vs_5z": dict(env_steps=1_000_000, num_envs=8, updates_per_batch=2,
                           eval_interval_steps=20_000, eval_episodes=64,
                           epsilon_anneal_steps=100_000, resume_interval_evals=5),
-    "smac-5m_vs_6m": dict(env_steps=3_000_000, num_envs=8, updates_per_batch=2,
+    "smac-5m_vs_6m": dict(env_steps=2_000_000, num_envs=8, updates_per_batch=2,
                           eval_interval_steps=20_000, eval_episodes=64,
                           epsilon_anneal_steps=100_000, resume_interval_evals=5),
     "smac-6h_vs_8z": dict(env_steps=1_000_000, num_envs=8, updates_per_batch=2,

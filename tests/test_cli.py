@@ -48,10 +48,13 @@ def test_unknown_id_in_info(capsys, minari_root):
 
 
 def test_unbuildable_quality_says_why(capsys, minari_root):
-    code, _, err = run(capsys, "collect", "--env", "equal_line", "--task", "n10", "--quality", "expert")
-    assert code == 2 and "QMIX" in err
-    code, _, err = run(capsys, "collect", "--env", "mpe", "--task", "world", "--quality", "random")
-    assert code == 2 and "prey" in err
+    # Every default-engine dataset is buildable now; other engines' data are not all.
+    code, _, err = run(capsys, "collect", "--env", "smac", "--map", "2s3z", "--quality", "expert",
+                       "--engine", "sc2")
+    assert code == 2 and "QMIX" in err and "StarCraft II" in err
+    code, _, err = run(capsys, "collect", "--env", "mpe", "--task", "cn", "--quality",
+                       "medium-replay", "--engine", "mpe2")
+    assert code == 2 and "no mpe2 variant" in err
 
 
 def test_collect_then_info(capsys, minari_root):

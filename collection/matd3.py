@@ -67,7 +67,8 @@ from marl_offline_bench.collect import batch_seed, rollout
 from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 
-from .qmix import EVAL_SEED_OFFSET, atomic_save, task_dims
+from .qmix import EVAL_SEED_OFFSET
+from .run import BehaviourRun, atomic_save, task_dims
 
 __all__ = [
     "MATD3Config", "TASK_OVERRIDES", "config_for", "noise_at", "GaussianActorPolicy",
@@ -490,8 +491,12 @@ SHIPPED_KEYS = ("actors", "env_steps", "episodes", "updates", "noise_std", "eval
                 "algorithm", "hidden_dim")
 
 
-class MATD3Trainer:
+class MATD3Trainer(BehaviourRun):
     """Trains MATD3 online on one task and keeps a resumable run directory (module docstring)."""
+
+    ALGORITHM = "matd3"
+    CURVE_COLUMNS = CURVE_COLUMNS
+    COUNTERS = ("env_steps", "episodes", "acting_batches", "evaluations")
 
     def __init__(self, cfg: MATD3Config, out: str | Path):
         self.cfg, self.out = cfg, Path(out)
@@ -537,27 +542,6 @@ class MATD3Trainer:
     @property
     def updates(self) -> int:
         return self.learner.updates
-
-    # -- run directory ---------------------------------------------------------------------------
-    @property
-    def resume_path(self) -> Path:
-        return self.out / "resume.pt"
-
-    def _write_config(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        doc = {"config": self.cfg.to_dict(), "task": task_dims(self.info),
-               "engine": self.info.engine, "algorithm": "matd3"}
-        tmp = self.out / ".config.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        os.replace(tmp, self.out / "config.json")
-
-    def _write_curve(self) -> None:
-        tmp = self.out / ".curve.csv.tmp"
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, CURVE_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.curve)
-        os.replace(tmp, self.out / "curve.csv")
 
     # -- snapshots --------------------------------------------------------------------------------
     def _flush_snapshots(self) -> None:
@@ -703,96 +687,33 @@ class MATD3Trainer:
             "act_s": round(since["act_s"], 2), "update_s": round(since["update_s"], 2),
             "checkpoint": f"checkpoints/{name}",
         }
-        self.curve.append(row)
-        self._since_eval = self._fresh_tally()
-        self._write_curve()
-        self.evaluations += 1
-        if self.evaluations % self.cfg.resume_interval_evals == 0:
-            self.save_resume()
-        return row
+        return self.finish_evaluation(row)
 
-    def save_resume(self) -> None:
-        self._flush_snapshots()
-        state = {
-            "learner": self.learner.state_dict(), "replay": self.replay.state_dict(),
-            "sample_rng": json.dumps(self.sample_rng.bit_generator.state),
-            "counters": {"env_steps": self.env_steps, "episodes": self.episodes,
-                         "acting_batches": self.acting_batches, "evaluations": self.evaluations},
-            "update_debt": self._update_debt,
-            "wall_s": self.wall_s, "curve": json.dumps(self.curve),
-            "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
-        }
+    def extra_resume_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"update_debt": self._update_debt}
         if self.prey_learner is not None:
             state.update(prey_learner=self.prey_learner.state_dict(),
                          prey_replay=self.prey_replay.state_dict())
-        atomic_save(state, self.resume_path)
+        return state
 
-    def load_resume(self) -> None:
-        """Restore from ``resume.pt`` and drop whatever the run wrote after it was saved."""
-        if not self.resume_path.exists():
-            raise FileNotFoundError(f"no {self.resume_path} to resume from; start the run "
-                                    "without --resume")
-        state = torch.load(self.resume_path, weights_only=True)
-        self.learner.load_state_dict(state["learner"])
-        self.replay.load_state_dict(state["replay"])
+    def load_extra_resume_state(self, state: dict[str, Any]) -> None:
+        self._update_debt = float(state["update_debt"])
         if self.prey_learner is not None:
             self.prey_learner.load_state_dict(state["prey_learner"])
             self.prey_replay.load_state_dict(state["prey_replay"])
-        self.sample_rng.bit_generator.state = json.loads(state["sample_rng"])
-        for key, value in state["counters"].items():
-            setattr(self, key, int(value))
-        self._update_debt = float(state["update_debt"])
-        self.wall_s = float(state["wall_s"])
-        self.curve = json.loads(state["curve"])
-        torch.set_rng_state(state["torch_rng"])
-        for chunk in (self.out / "snapshots").glob("batch_*.pt"):
-            if int(chunk.stem.split("_")[1]) >= self.acting_batches:
-                chunk.unlink()
-        for ckpt in (self.out / "checkpoints").glob("step_*.pt"):
-            if int(ckpt.stem.split("_")[1]) > self.env_steps:
-                ckpt.unlink()
-        self._write_curve()
 
-    # -- the loop ---------------------------------------------------------------------------------
-    def train(self, resume: bool = False, log=print) -> list[dict[str, Any]]:
-        """Train until cfg.env_steps, evaluating every eval_interval_steps; returns the curve."""
-        torch.set_num_threads(self.cfg.torch_threads)
-        if resume:
-            self.load_resume()
-            log(f"resumed {self.out} at {self.env_steps} env steps, {self.episodes} episodes")
-        elif self.resume_path.exists():
-            raise FileExistsError(f"{self.out} already holds a run; pass --resume to continue it "
-                                  "or choose another --out")
-        self._write_config()
-        if not self.curve:
-            log(_format_row(self.evaluate_and_checkpoint()))
-        interval = self.cfg.eval_interval_steps
-        next_eval = (self.env_steps // interval + 1) * interval
-        while self.env_steps < self.cfg.env_steps:
-            t0 = time.perf_counter()
-            data = self.act()
-            t1 = time.perf_counter()
-            metrics = self.learn(data.n_transitions)
-            t2 = time.perf_counter()
-            since = self._since_eval
-            since["returns"].extend(data.episode_returns().tolist())
-            since["critic_loss"].extend(m["critic_loss"] for m in metrics)
-            since["actor_loss"].extend(m["actor_loss"] for m in metrics if "actor_loss" in m)
-            since["q"].extend(m["q_mean"] for m in metrics)
-            since["act_s"] += t1 - t0
-            since["update_s"] += t2 - t1
-            since["steps"] += data.n_transitions
-            since["wall"] += t2 - t0
-            self.wall_s += t2 - t0
-            if self.env_steps >= next_eval or self.env_steps >= self.cfg.env_steps:
-                log(_format_row(self.evaluate_and_checkpoint()))
-                next_eval = (self.env_steps // interval + 1) * interval
-        if self.evaluations % self.cfg.resume_interval_evals:
-            self.save_resume()
-        return self.curve
+    def learn_from(self, data: EpisodeArrays) -> list[dict[str, float]]:
+        return self.learn(data.n_transitions)
 
-    def close(self) -> None:
-        self.env.close()
+    @staticmethod
+    def tally(since: dict[str, Any], metrics: list[dict[str, float]]) -> None:
+        since["critic_loss"].extend(m["critic_loss"] for m in metrics)
+        since["actor_loss"].extend(m["actor_loss"] for m in metrics if "actor_loss" in m)
+        since["q"].extend(m["q_mean"] for m in metrics)
+
+    @staticmethod
+    def format_row(row: dict[str, Any]) -> str:
+        return _format_row(row)
 
 
 def _format_row(row: dict[str, Any]) -> str:

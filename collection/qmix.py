@@ -40,7 +40,6 @@ point), ``resume.pt`` (everything ``--resume`` needs, replay buffer included) an
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
@@ -61,6 +60,8 @@ from marl_offline_bench.collect import RandomPolicy, batch_seed, rollout
 from marl_offline_bench.dataset import EpisodeArrays, EpisodeBatch, MARLDataset
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 from marl_offline_bench.evaluation import evaluate_policy
+
+from .run import BehaviourRun, atomic_save, task_dims
 
 __all__ = [
     "QMIXConfig", "TASK_OVERRIDES", "config_for", "EpsilonGreedyPolicy", "EpisodeReplay",
@@ -466,23 +467,13 @@ EVAL_SEED_OFFSET = 1_000_003
 SCALE_SEED_OFFSET = 2_000_003
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def task_dims(info: TaskInfo) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild its networks without starting a simulator."""
-    return {"task_id": info.task_id, "n_agents": info.n_agents, "obs_dim": info.obs_dim,
-            "state_dim": info.state_dim, "n_actions": info.n_actions,
-            "episode_limit": info.episode_limit}
-
-
-class QMIXTrainer:
+class QMIXTrainer(BehaviourRun):
     """Trains QMIX online on one task and keeps a resumable run directory (module docstring)."""
+
+    ALGORITHM = "qmix"
+    CURVE_COLUMNS = CURVE_COLUMNS
+    COUNTERS = ("env_steps", "episodes", "updates", "acting_batches", "evaluations",
+                "last_target_update")
 
     def __init__(self, cfg: QMIXConfig, out: str | Path):
         self.cfg, self.out = cfg, Path(out)
@@ -507,27 +498,6 @@ class QMIXTrainer:
         """What the next curve row summarises: acting returns, losses, Q, timings."""
         return {"returns": [], "losses": [], "q": [], "act_s": 0.0, "update_s": 0.0,
                 "steps": 0, "wall": 0.0}
-
-    # -- run directory ---------------------------------------------------------------------------
-    @property
-    def resume_path(self) -> Path:
-        return self.out / "resume.pt"
-
-    def _write_config(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        doc = {"config": self.cfg.to_dict(), "task": task_dims(self.info),
-               "engine": self.info.engine, "algorithm": "qmix"}
-        tmp = self.out / ".config.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        os.replace(tmp, self.out / "config.json")
-
-    def _write_curve(self) -> None:
-        tmp = self.out / ".curve.csv.tmp"
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, CURVE_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.curve)
-        os.replace(tmp, self.out / "curve.csv")
 
     # -- snapshots --------------------------------------------------------------------------------
     def _flush_snapshots(self) -> None:
@@ -590,6 +560,14 @@ class QMIXTrainer:
             self.last_target_update = self.episodes
         return metrics
 
+    def learn_from(self, data: EpisodeArrays) -> list[dict[str, float]]:
+        return self.learn()
+
+    @staticmethod
+    def tally(since: dict[str, Any], metrics: list[dict[str, float]]) -> None:
+        since["losses"].extend(m["loss"] for m in metrics)
+        since["q"].extend(m["q_taken_mean"] for m in metrics)
+
     # -- evaluation and checkpoints ---------------------------------------------------------------
     def evaluate_and_checkpoint(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -622,88 +600,11 @@ class QMIXTrainer:
             "act_s": round(since["act_s"], 2), "update_s": round(since["update_s"], 2),
             "checkpoint": f"checkpoints/{name}",
         }
-        self.curve.append(row)
-        self._since_eval = self._fresh_tally()
-        self._write_curve()
-        self.evaluations += 1
-        if self.evaluations % self.cfg.resume_interval_evals == 0:
-            self.save_resume()
-        return row
+        return self.finish_evaluation(row)
 
-    def save_resume(self) -> None:
-        self._flush_snapshots()
-        atomic_save({
-            "learner": self.learner.state_dict(), "replay": self.replay.state_dict(),
-            "sample_rng": json.dumps(self.sample_rng.bit_generator.state),
-            "counters": {"env_steps": self.env_steps, "episodes": self.episodes,
-                         "updates": self.updates, "acting_batches": self.acting_batches,
-                         "evaluations": self.evaluations,
-                         "last_target_update": self.last_target_update},
-            "wall_s": self.wall_s, "curve": json.dumps(self.curve),
-            "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict(),
-        }, self.resume_path)
-
-    def load_resume(self) -> None:
-        """Restore from ``resume.pt`` and drop whatever the run wrote after it was saved."""
-        if not self.resume_path.exists():
-            raise FileNotFoundError(f"no {self.resume_path} to resume from; start the run "
-                                    "without --resume")
-        state = torch.load(self.resume_path, weights_only=True)
-        self.learner.load_state_dict(state["learner"])
-        self.replay.load_state_dict(state["replay"])
-        self.sample_rng.bit_generator.state = json.loads(state["sample_rng"])
-        for key, value in state["counters"].items():
-            setattr(self, key, int(value))
-        self.wall_s = float(state["wall_s"])
-        self.curve = json.loads(state["curve"])
-        torch.set_rng_state(state["torch_rng"])
-        for chunk in (self.out / "snapshots").glob("batch_*.pt"):
-            if int(chunk.stem.split("_")[1]) >= self.acting_batches:
-                chunk.unlink()
-        for ckpt in (self.out / "checkpoints").glob("step_*.pt"):
-            if int(ckpt.stem.split("_")[1]) > self.env_steps:
-                ckpt.unlink()
-        self._write_curve()
-
-    # -- the loop ---------------------------------------------------------------------------------
-    def train(self, resume: bool = False, log=print) -> list[dict[str, Any]]:
-        """Train until cfg.env_steps, evaluating every eval_interval_steps; returns the curve."""
-        torch.set_num_threads(self.cfg.torch_threads)
-        if resume:
-            self.load_resume()
-            log(f"resumed {self.out} at {self.env_steps} env steps, {self.episodes} episodes")
-        elif self.resume_path.exists():
-            raise FileExistsError(f"{self.out} already holds a run; pass --resume to continue it "
-                                  "or choose another --out")
-        self._write_config()
-        if not self.curve:
-            log(_format_row(self.evaluate_and_checkpoint()))
-        interval = self.cfg.eval_interval_steps
-        next_eval = (self.env_steps // interval + 1) * interval
-        while self.env_steps < self.cfg.env_steps:
-            t0 = time.perf_counter()
-            data = self.act()
-            t1 = time.perf_counter()
-            metrics = self.learn()
-            t2 = time.perf_counter()
-            since = self._since_eval
-            since["returns"].extend(data.episode_returns().tolist())
-            since["losses"].extend(m["loss"] for m in metrics)
-            since["q"].extend(m["q_taken_mean"] for m in metrics)
-            since["act_s"] += t1 - t0
-            since["update_s"] += t2 - t1
-            since["steps"] += data.n_transitions
-            since["wall"] += t2 - t0
-            self.wall_s += t2 - t0
-            if self.env_steps >= next_eval or self.env_steps >= self.cfg.env_steps:
-                log(_format_row(self.evaluate_and_checkpoint()))
-                next_eval = (self.env_steps // interval + 1) * interval
-        if self.evaluations % self.cfg.resume_interval_evals:
-            self.save_resume()
-        return self.curve
-
-    def close(self) -> None:
-        self.env.close()
+    @staticmethod
+    def format_row(row: dict[str, Any]) -> str:
+        return _format_row(row)
 
 
 def _format_row(row: dict[str, Any]) -> str:

@@ -46,13 +46,12 @@ bit) and ``snapshots/batch_<k>.pt``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -68,7 +67,7 @@ from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 
 from .qmix import EVAL_SEED_OFFSET
-from .run import BehaviourRun, atomic_save, task_dims
+from .run import BehaviourRun, atomic_save, task_dims, train_from_args, training_parser
 
 __all__ = [
     "MATD3Config", "TASK_OVERRIDES", "config_for", "noise_at", "GaussianActorPolicy",
@@ -803,56 +802,20 @@ def export_prey(checkpoint_path: str | Path, dest: str | Path,
 # =================================================================================================
 def main(argv: list[str] | None = None) -> int:
     """Train a MATD3 behaviour agent: ``python -m collection.matd3 --task T --out DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m collection.matd3", description=main.__doc__)
-    parser.add_argument("--task", required=True,
-                        help="task id, e.g. mpe-cn, mamujoco-halfcheetah_2x3")
-    parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
-    parser.add_argument("--env-steps", type=int, default=None, help="training budget override")
-    parser.add_argument("--seed", type=int, default=None, help="seed override")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="further MATD3Config overrides, e.g. --set train_prey=true")
+    parser = training_parser("python -m collection.matd3", main.__doc__,
+                             "mpe-cn, mamujoco-halfcheetah_2x3", "train_prey=true")
     parser.add_argument("--export-prey", metavar="CHECKPOINT", default=None,
                         help="instead of training: freeze the prey of a joint run's checkpoint "
                              "(relative to --out) into marl_offline_bench/data/prey/")
     args = parser.parse_args(argv)
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
-                                       "intra_op_parallelism_threads=1")
-    out = Path(args.out)
     if args.export_prey:
+        out = Path(args.out)
         name = split_task_id(args.task)[1]
         dest = Path(__file__).resolve().parent.parent / "marl_offline_bench" / "data" / "prey"
         doc = export_prey(out / args.export_prey, dest / f"{name}.npz", out)
         print(json.dumps({k: doc[k] for k in ("file", "sha256", "env_steps", "eval")}, indent=2))
         return 0
-    overrides: dict[str, Any] = {}
-    names = [f.name for f in fields(MATD3Config)]
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in names:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{', '.join(names)}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.resume and (out / "resume.pt").exists():
-        saved = torch.load(out / "resume.pt", weights_only=True)["config"]
-        if saved["task"] != args.task:
-            raise SystemExit(f"{out} holds a run of {saved['task']}, not {args.task}")
-        cfg = MATD3Config(**{**saved, **overrides})
-    else:
-        cfg = config_for(args.task, **overrides)
-    if args.env_steps is not None:
-        cfg = replace(cfg, env_steps=args.env_steps)
-    trainer = MATD3Trainer(cfg, out)
-    try:
-        trainer.train(resume=args.resume, log=lambda line: print(line, flush=True))
-    finally:
-        trainer.close()
-    return 0
+    return train_from_args(args, MATD3Config, config_for, MATD3Trainer)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,8 @@ point), ``resume.pt`` (everything ``--resume`` needs, replay buffer included) an
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +58,7 @@ from marl_offline_bench.dataset import EpisodeArrays, EpisodeBatch, MARLDataset
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 from marl_offline_bench.evaluation import evaluate_policy
 
-from .run import BehaviourRun, atomic_save, task_dims
+from .run import BehaviourRun, atomic_save, task_dims, train_from_args, training_parser
 
 __all__ = [
     "QMIXConfig", "TASK_OVERRIDES", "config_for", "EpsilonGreedyPolicy", "EpisodeReplay",
@@ -620,47 +617,9 @@ def _format_row(row: dict[str, Any]) -> str:
 # =================================================================================================
 def main(argv: list[str] | None = None) -> int:
     """Train a QMIX behaviour agent: ``python -m collection.qmix --task T --out DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m collection.qmix", description=main.__doc__)
-    parser.add_argument("--task", required=True, help="task id, e.g. equal_line-n6, smac-2s3z")
-    parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
-    parser.add_argument("--env-steps", type=int, default=None, help="training budget override")
-    parser.add_argument("--seed", type=int, default=None, help="seed override")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="further QMIXConfig overrides, e.g. --set batch_size=64")
-    args = parser.parse_args(argv)
-    # One XLA thread for the SMAX engine unless the caller chose otherwise (shared machine).
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
-                                       "intra_op_parallelism_threads=1")
-    overrides: dict[str, Any] = {}
-    names = [f.name for f in fields(QMIXConfig)]
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in names:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{', '.join(names)}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    out = Path(args.out)
-    if args.resume and (out / "resume.pt").exists():
-        saved = torch.load(out / "resume.pt", weights_only=True)["config"]
-        if saved["task"] != args.task:
-            raise SystemExit(f"{out} holds a run of {saved['task']}, not {args.task}")
-        cfg = QMIXConfig(**{**saved, **overrides})
-    else:
-        cfg = config_for(args.task, **overrides)
-    if args.env_steps is not None:
-        cfg = replace(cfg, env_steps=args.env_steps)
-    trainer = QMIXTrainer(cfg, out)
-    try:
-        trainer.train(resume=args.resume, log=lambda line: print(line, flush=True))
-    finally:
-        trainer.close()
-    return 0
+    parser = training_parser("python -m collection.qmix", main.__doc__,
+                             "equal_line-n6, smac-2s3z", "batch_size=64")
+    return train_from_args(parser.parse_args(argv), QMIXConfig, config_for, QMIXTrainer)
 
 
 if __name__ == "__main__":

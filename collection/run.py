@@ -7,18 +7,20 @@ acts, learns, evaluates and what else its resume state holds.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import time
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from marl_offline_bench.envs import TaskInfo
 
-__all__ = ["BehaviourRun", "atomic_save", "task_dims"]
+__all__ = ["BehaviourRun", "atomic_save", "task_dims", "training_parser", "train_from_args"]
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -164,3 +166,55 @@ class BehaviourRun:
 
     def close(self) -> None:
         self.env.close()
+
+
+# -- the trainers' command line -------------------------------------------------------------------
+def training_parser(prog: str, description: str, task_example: str,
+                    set_example: str) -> argparse.ArgumentParser:
+    """The arguments every ``python -m collection.<learner>`` takes."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--task", required=True, help=f"task id, e.g. {task_example}")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
+    parser.add_argument("--env-steps", type=int, default=None, help="training budget override")
+    parser.add_argument("--seed", type=int, default=None, help="seed override")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help=f"further config overrides, e.g. --set {set_example}")
+    return parser
+
+
+def train_from_args(args: argparse.Namespace, config_cls: type, config_for: Callable,
+                    trainer_cls: type) -> int:
+    """Resolve the config (defaults, task row, --set, a resumed run's own), then train."""
+    # One XLA thread for the JAX engines unless the caller chose otherwise (shared machine).
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1")
+    overrides: dict[str, Any] = {}
+    names = [f.name for f in fields(config_cls)]
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(names)}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    out = Path(args.out)
+    if args.resume and (out / "resume.pt").exists():
+        saved = torch.load(out / "resume.pt", weights_only=True)["config"]
+        if saved["task"] != args.task:
+            raise SystemExit(f"{out} holds a run of {saved['task']}, not {args.task}")
+        cfg = config_cls(**{**saved, **overrides})
+    else:
+        cfg = config_for(args.task, **overrides)
+    if args.env_steps is not None:
+        cfg = replace(cfg, env_steps=args.env_steps)
+    trainer = trainer_cls(cfg, out)
+    try:
+        trainer.train(resume=args.resume, log=lambda line: print(line, flush=True))
+    finally:
+        trainer.close()
+    return 0

@@ -6,7 +6,7 @@ import marl_offline_bench as mob
 from marl_offline_bench.collect import build_blocker
 from marl_offline_bench.registry import get_dataset, recorded_statistics
 
-SHIPPED = ["equal_line-n2", "equal_line-n4", "smac-2s3z", "smac-3s_vs_5z"]
+SHIPPED = ["equal_line-n2", "equal_line-n4", "smac-2s3z", "smac-3s_vs_5z", "mpe-world"]
 
 
 @pytest.mark.parametrize("task", SHIPPED)
@@ -19,7 +19,7 @@ def _returns(dataset_id):
     return mob.load(dataset_id, build=False).episode_returns()
 
 
-@pytest.mark.parametrize("task,episodes", [("equal_line-n4", 40), ("smac-2s3z", 16)])
+@pytest.mark.parametrize("task,episodes", [("equal_line-n4", 40), ("smac-2s3z", 16), ("mpe-pp", 64)])
 def test_quality_ordering_on_small_recollections(minari_root, task, episodes):
     for quality in mob.QUALITIES:
         mob.collect_dataset(f"{task}-{quality}-v0", episodes=episodes, seed=1, num_envs=episodes,
@@ -58,13 +58,15 @@ def test_expert_reference_is_reproduced(minari_root, task):
             3 * np.sqrt(ref["win_rate"] * (1 - ref["win_rate"]) / episodes), 0.1)
 
 
-def test_seeded_behaviour_collect_repeats(minari_root):
-    """The same seed gives the same expert episodes (SMAX keys, greedy agents)."""
+@pytest.mark.parametrize("dataset_id", ["smac-2s3z-expert-v0", "mpe-world-mixed-v0"])
+def test_seeded_behaviour_collect_repeats(minari_root, dataset_id):
+    """The same seed gives the same episodes (SMAX keys and greedy QMIX; JaxMARL with the
+    shipped prey and MATD3's seeded action noise)."""
     first = None
     for _ in range(2):
-        mob.collect_dataset("smac-2s3z-expert-v0", episodes=6, seed=5, num_envs=6,
+        mob.collect_dataset(dataset_id, episodes=6, seed=5, num_envs=6,
                             overwrite=True, show_progress=False)
-        data = mob.load("smac-2s3z-expert-v0", build=False)
+        data = mob.load(dataset_id, build=False)
         arrays = (data["observations"].copy(), data["actions"].copy(), data["rewards"].copy())
         if first is None:
             first = arrays

@@ -96,6 +96,12 @@ class ContinuousBackboneConfig(BaseConfig):
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
 
 
+#: What an actor-critic learner (per-agent actors, a central critic, their targets and
+#: optimisers) keeps in its checkpoints.
+ACTOR_CRITIC_CHECKPOINT: tuple[str, ...] = ("actors", "critic", "target_actors", "target_critic",
+                                            "actor_optimiser", "critic_optimiser")
+
+
 class OfflineAlgorithm(abc.ABC):
     """An offline MARL learner bound to one dataset.
 

@@ -51,7 +51,8 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm
+from .base import (ACTOR_CRITIC_CHECKPOINT, BaseConfig, ContinuousBackboneConfig,
+                   OfflineAlgorithm)
 from .greedy import DeterministicActorPolicy
 from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
 from .networks import AgentActors, AgentwiseMLP, clip_grad_norm_agentwise_, make_target, soft_update
@@ -259,14 +260,7 @@ class ICQL(OfflineAlgorithm):
     """
 
     name: ClassVar[str] = "icql"
-    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
-        "actors",
-        "critic",
-        "target_actors",
-        "target_critic",
-        "actor_optimiser",
-        "critic_optimiser",
-    )
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_CHECKPOINT
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = False

@@ -42,7 +42,8 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm
+from .base import (ACTOR_CRITIC_CHECKPOINT, BaseConfig, ContinuousBackboneConfig,
+                   OfflineAlgorithm)
 from .greedy import DeterministicActorPolicy
 from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
 from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
@@ -148,14 +149,7 @@ class MACQLContinuous(OfflineAlgorithm):
     """
 
     name: ClassVar[str] = "macql"
-    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
-        "actors",
-        "critic",
-        "target_actors",
-        "target_critic",
-        "actor_optimiser",
-        "critic_optimiser",
-    )
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_CHECKPOINT
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True

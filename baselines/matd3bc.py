@@ -43,7 +43,8 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm
+from .base import (ACTOR_CRITIC_CHECKPOINT, BaseConfig, ContinuousBackboneConfig,
+                   OfflineAlgorithm)
 from .greedy import DeterministicActorPolicy
 from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
 from .sampling_continuous import continuous_per_dataset
@@ -211,16 +212,7 @@ class MATD3BC(OfflineAlgorithm):
     """TD3+BC with per-agent actors and a centralised twin critic (see the module docstring)."""
 
     name: ClassVar[str] = "matd3-bc"
-    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
-        "actors",
-        "critic",
-        "target_actors",
-        "target_critic",
-        "actor_optimiser",
-        "critic_optimiser",
-        "obs_norm",
-        "state_norm",
-    )
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = (*ACTOR_CRITIC_CHECKPOINT, "obs_norm", "state_norm")
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True

@@ -42,7 +42,8 @@ from marl_offline_bench.evaluation import evaluate_policy
 from marl_offline_bench.registry import record_reference, reference_scores
 
 from . import matd3
-from .qmix import EpsilonGreedyPolicy, atomic_save
+from .qmix import EpsilonGreedyPolicy
+from .run import atomic_save, write_json
 
 __all__ = [
     "CHECKPOINT_ROOT", "BEHAVIOUR_DIR_ENV", "checkpoint_root", "load_checkpoint", "agent_from_checkpoint", "behaviour_policy",
@@ -335,9 +336,7 @@ def ship_checkpoints(run_dir: str | Path, selection: Selection,
         "commit": git_commit(),
         "shipped": time.strftime("%Y-%m-%d"),
     }
-    tmp = dest / ".config.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, dest / "config.json")
+    write_json(dest / "config.json", doc)
     shutil.copyfile(run_dir / "curve.csv", dest / "curve.csv")
     return dest
 
@@ -537,9 +536,7 @@ def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
                            "the snapshots' episodes")
     doc["medium_replay"] = {**description, "file": name, "sha256": sha,
                             "bytes": (dest / name).stat().st_size}
-    tmp = dest / ".config.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, config_path)
+    write_json(config_path, doc)
     return doc["medium_replay"]
 
 
@@ -647,9 +644,7 @@ def main(argv: list[str] | None = None) -> int:
                                              record=args.record)
             doc = json.loads((dest / "config.json").read_text())
             doc["ref_expert"] = entry
-            tmp = dest / ".config.json.tmp"
-            tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-            os.replace(tmp, dest / "config.json")
+            write_json(dest / "config.json", doc)
             win = f", win rate {entry['win_rate']:.3f}" if "win_rate" in entry else ""
             print(f"{selection.task_id} ref_expert = {entry['value']:.4f} ± {entry['std']:.4f} "
                   f"over {entry['episodes']} episodes{win}")

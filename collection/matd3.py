@@ -67,7 +67,8 @@ from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 
 from .qmix import EVAL_SEED_OFFSET
-from .run import BehaviourRun, atomic_save, task_dims, train_from_args, training_parser
+from .run import (BehaviourRun, atomic_save, task_dims, train_from_args, training_parser,
+                  write_json)
 
 __all__ = [
     "MATD3Config", "TASK_OVERRIDES", "config_for", "noise_at", "GaussianActorPolicy",
@@ -793,7 +794,7 @@ def export_prey(checkpoint_path: str | Path, dest: str | Path,
     if run_dir is not None:
         curve = list(csv.DictReader((Path(run_dir) / "curve.csv").open()))
         doc["wall_s"] = float(curve[-1]["wall_s"]) if curve else None
-    dest.with_suffix(".json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    write_json(dest.with_suffix(".json"), doc)
     return doc
 
 

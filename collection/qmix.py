@@ -58,7 +58,8 @@ from marl_offline_bench.dataset import EpisodeArrays, EpisodeBatch, MARLDataset
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 from marl_offline_bench.evaluation import evaluate_policy
 
-from .run import BehaviourRun, atomic_save, task_dims, train_from_args, training_parser
+from .run import (BehaviourRun, atomic_save, task_dims, train_from_args,
+                  training_parser)
 
 __all__ = [
     "QMIXConfig", "TASK_OVERRIDES", "config_for", "EpsilonGreedyPolicy", "EpisodeReplay",

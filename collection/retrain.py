@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .behaviour import (CHECKPOINT_ROOT, measure_expert_reference, select_checkpoints,
                         ship_checkpoints, ship_medium_replay)
+from .run import write_json
 
 __all__ = ["recorded_config", "retrain"]
 
@@ -73,8 +74,9 @@ def retrain(task_id: str, root: str | Path, log: Callable[[str], None] = print,
                                      record=False)
     doc = json.loads((dest / "config.json").read_text())
     doc["ref_expert_retrained"] = entry
-    (dest / "config.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    write_json(dest / "config.json", doc)
     ship_medium_replay(run_dir, task_id, dest=dest)
+    shipped = json.loads((CHECKPOINT_ROOT / task_id / "config.json").read_text())["ref_expert"]
     log(f"{task_id}: retrained expert {entry['value']:.3f} ± {entry['std']:.3f} "
-        f"(shipped: {json.loads((CHECKPOINT_ROOT / task_id / 'config.json').read_text())['ref_expert']['value']:.3f})")
+        f"(shipped: {shipped['value']:.3f})")
     return ship_root

@@ -20,7 +20,8 @@ import torch
 
 from marl_offline_bench.envs import TaskInfo
 
-__all__ = ["BehaviourRun", "atomic_save", "task_dims", "training_parser", "train_from_args"]
+__all__ = ["BehaviourRun", "atomic_save", "write_json", "task_dims", "training_parser",
+           "train_from_args"]
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -28,6 +29,13 @@ def atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write a JSON document to a temporary file beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
@@ -64,9 +72,7 @@ class BehaviourRun:
         self.out.mkdir(parents=True, exist_ok=True)
         doc = {"config": self.cfg.to_dict(), "task": task_dims(self.info),
                "engine": self.info.engine, "algorithm": self.ALGORITHM}
-        tmp = self.out / ".config.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        os.replace(tmp, self.out / "config.json")
+        write_json(self.out / "config.json", doc)
 
     def _write_curve(self) -> None:
         tmp = self.out / ".curve.csv.tmp"

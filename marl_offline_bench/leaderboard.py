@@ -8,6 +8,7 @@ with the records:
     <out>/<family>.md, <family>.csv      per family: dataset rows, algorithm columns
     <out>/aggregates.csv                 IQM, median, mean with 95% stratified-bootstrap CIs
     <out>/plots/<family>-<protocol>-{curves,profile}.png
+    <out>/plots/equal_line-<protocol>-agents.png   final score against n, per quality
     <out>/marl_eval.json                 the raw data in marl-eval's layout
 
 A cell is the final score's mean ± std over seeds (population std): the normalised score when
@@ -288,6 +289,49 @@ def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) 
     return path
 
 
+def _agent_count(task_id: str) -> int | None:
+    """n of an Equal_Line task id (``equal_line-n6`` -> 6), else None."""
+    prefix = "equal_line-n"
+    return int(task_id[len(prefix):]) if task_id.startswith(prefix) else None
+
+
+def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | None:
+    """Equal_Line's question: how does each algorithm's final score move as n grows?
+
+    One panel per dataset quality, score against n, one line per algorithm (mean ± std over
+    seeds). Returns None when no quality has an algorithm recorded on two or more n.
+    """
+    done = runs[(runs.status == "done") & runs.score.notna()].copy()
+    done["n_agents"] = [_agent_count(t) for t in done.task_id]
+    done = done[done.n_agents.notna()]
+    done["quality"] = [d.split("-", 2)[2].rsplit("-v", 1)[0] for d in done.dataset_id]
+    spans = done.groupby(["quality", "algo"]).n_agents.nunique()
+    qualities = sorted({q for (q, _), count in spans.items() if count >= 2})
+    if not qualities:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(qualities), figsize=(4 * len(qualities), 3.2), squeeze=False)
+    for ax, quality in zip(axes.ravel(), qualities):
+        mine = done[done.quality == quality]
+        for algo, group in mine.groupby("algo", sort=True):
+            stats = group.groupby("n_agents").score.agg(["mean", "std"]).sort_index()
+            std = stats["std"].fillna(0.0)
+            ax.errorbar(stats.index, stats["mean"], yerr=std, marker="o", capsize=3, label=algo)
+        ax.set_title(quality, fontsize=9)
+        ax.set_xlabel("agents n")
+        ax.set_ylabel("normalised score" if set(mine.metric) == {"normalized"} else "score")
+        ax.axhline(0.0, color="grey", lw=0.5)
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_performance_profile(matrices: dict[str, np.ndarray], reps: int, path: Path,
                              xlabel: str) -> Path:
     from rliable import plot_utils
@@ -407,6 +451,12 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
                                           f"{family}, protocol {protocol}")
             written.append(curves)
             lines += [f"![learning curves](plots/{curves.name})", ""]
+            scaling = plot_agent_scaling(prot_runs, out / "plots" / f"{tag}-agents.png",
+                                         f"{family}: final score against the number of agents, "
+                                         f"protocol {protocol}")
+            if scaling is not None:
+                written.append(scaling)
+                lines += [f"![score against n](plots/{scaling.name})", ""]
             if prot_runs.dataset_id.nunique() >= 2:
                 normalised = metric_kinds == {"normalized"}
                 table, matrices, note = aggregates(
@@ -463,4 +513,5 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
 
 
 __all__ = ["load_records", "runs_frame", "family_table", "aggregates", "interval_estimates",
-           "performance_profiles", "marl_eval_export", "write_leaderboards", "markdown_table"]
+           "performance_profiles", "plot_agent_scaling", "marl_eval_export", "write_leaderboards",
+           "markdown_table"]

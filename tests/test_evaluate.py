@@ -226,3 +226,18 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
     agg = pd.read_csv(out / "aggregates.csv")  # mixed kinds: aggregated on raw returns
     mean_bc = agg[(agg.algo == "bc") & (agg.statistic == "mean")].point.item()
     assert mean_bc == pytest.approx(0.55) and set(agg.score) == {"raw return"}
+
+
+def test_agent_scaling_plot_groups_equal_line_by_n_and_quality(tmp_path):
+    from marl_offline_bench.leaderboard import plot_agent_scaling
+
+    rows = [{"status": "done", "score": float(10 * n + seed), "task_id": f"equal_line-n{n}",
+             "dataset_id": f"equal_line-n{n}-medium-replay-v0", "algo": algo, "seed": seed,
+             "metric": "normalized"}
+            for algo in ("cfcql", "macql") for n in (2, 4) for seed in (0, 1)]
+    path = plot_agent_scaling(pd.DataFrame(rows), tmp_path / "agents.png", "t")
+    assert path is not None and path.stat().st_size > 0
+    one_n = pd.DataFrame([r for r in rows if r["task_id"] == "equal_line-n2"])
+    assert plot_agent_scaling(one_n, tmp_path / "none.png", "t") is None  # nothing to compare
+    smac = pd.DataFrame([{**rows[0], "task_id": "smac-2s3z", "dataset_id": "smac-2s3z-medium-v0"}])
+    assert plot_agent_scaling(smac, tmp_path / "none.png", "t") is None

@@ -310,22 +310,27 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
     if not qualities:
         return None
     plt = _pyplot()
+    colours = {algo: f"C{k % 10}" for k, algo in enumerate(sorted(done.algo.unique()))}
     fig, axes = plt.subplots(1, len(qualities), figsize=(4 * len(qualities), 3.2), squeeze=False)
     for ax, quality in zip(axes.ravel(), qualities):
         mine = done[done.quality == quality]
         for algo, group in mine.groupby("algo", sort=True):
             stats = group.groupby("n_agents").score.agg(["mean", "std"]).sort_index()
             std = stats["std"].fillna(0.0)
-            ax.errorbar(stats.index, stats["mean"], yerr=std, marker="o", capsize=3, label=algo)
+            ax.errorbar(stats.index, stats["mean"], yerr=std, marker="o", capsize=3,
+                        color=colours[algo], label=algo)
         ax.set_title(quality, fontsize=9)
         ax.set_xlabel("agents n")
         ax.set_ylabel("normalised score" if set(mine.metric) == {"normalized"} else "score")
         ax.axhline(0.0, color="grey", lw=0.5)
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right")
+    legend: dict[str, Any] = {}  # panels may hold different algorithms: gather every line
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 0.88 if legend else 1.0, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -212,7 +212,8 @@ class MATD3BC(OfflineAlgorithm):
     """TD3+BC with per-agent actors and a centralised twin critic (see the module docstring)."""
 
     name: ClassVar[str] = "matd3-bc"
-    checkpoint_attributes: ClassVar[tuple[str, ...]] = (*ACTOR_CRITIC_CHECKPOINT, "obs_norm", "state_norm")
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = (*ACTOR_CRITIC_CHECKPOINT, "obs_norm",
+                                                        "state_norm")
     supports_discrete: ClassVar[bool] = False
     supports_continuous: ClassVar[bool] = True
     needs_state: ClassVar[bool] = True

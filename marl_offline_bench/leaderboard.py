@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .registry import reference_scores
+from .registry import get_dataset, reference_scores
 
 logger = logging.getLogger(__name__)
 
@@ -289,22 +289,18 @@ def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) 
     return path
 
 
-def _agent_count(task_id: str) -> int | None:
-    """n of an Equal_Line task id (``equal_line-n6`` -> 6), else None."""
-    prefix = "equal_line-n"
-    return int(task_id[len(prefix):]) if task_id.startswith(prefix) else None
-
-
 def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | None:
     """Equal_Line's question: how does each algorithm's final score move as n grows?
 
     One panel per dataset quality, score against n, one line per algorithm (mean ± std over
     seeds). Returns None when no quality has an algorithm recorded on two or more n.
     """
-    done = runs[(runs.status == "done") & runs.score.notna()].copy()
-    done["n_agents"] = [_agent_count(t) for t in done.task_id]
-    done = done[done.n_agents.notna()]
-    done["quality"] = [d.split("-", 2)[2].rsplit("-v", 1)[0] for d in done.dataset_id]
+    from .envs import task_info
+
+    done = runs[(runs.status == "done") & runs.score.notna()
+                & runs.task_id.str.startswith("equal_line-")].copy()
+    done["n_agents"] = [task_info(t).n_agents for t in done.task_id]
+    done["quality"] = [get_dataset(d).quality for d in done.dataset_id]
     spans = done.groupby(["quality", "algo"]).n_agents.nunique()
     qualities = sorted({q for (q, _), count in spans.items() if count >= 2})
     if not qualities:

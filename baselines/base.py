@@ -18,6 +18,13 @@ from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
 
+#: CPU sizing under the ``quick`` protocol, one rule for every learner so that their runs are
+#: comparable: a discrete learner draws this many episodes per update (128 in the authors' code)...
+QUICK_EPISODE_BATCH = 32
+#: ...and a continuous learner this many transitions (1024 on MPE, 256 on HalfCheetah in the code).
+QUICK_TRANSITION_BATCH = 256
+
+
 @dataclass
 class BaseConfig:
     """Fields every algorithm's config has."""

@@ -28,7 +28,7 @@ from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.registry import DATASETS
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import DiscreteBehaviour
 from .greedy import DeterministicActorPolicy, RecurrentGreedyPolicy
 from .networks import AgentActors, clip_grad_norm_agentwise_
@@ -86,6 +86,9 @@ class BCDiscrete(OfflineAlgorithm):
     supports_discrete = True
     Config = BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_EPISODE_BATCH).
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"episode_batch_size": QUICK_EPISODE_BATCH}}
     config: BCConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BCConfig):
@@ -126,6 +129,9 @@ class BCContinuous(OfflineAlgorithm):
     supports_continuous = True
     Config = BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"transition_batch_size": QUICK_TRANSITION_BATCH}}
     config: BCConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BCConfig):

@@ -59,7 +59,8 @@ from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.registry import QUALITIES
 
-from .base import BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
+from .base import (QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH, BaseConfig, OfflineAlgorithm,
+                   QMIXBackboneConfig)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .greedy import DeterministicActorPolicy, RecurrentGreedyPolicy
 from .networks import (AgentActors, MixerWeights, QMixer, RNNAgent, TwinCritic, agent_input_dim,
@@ -431,7 +432,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
     # episodes under `quick`; `smoke` only exercises the code.
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"bc_steps": 20, "batch_size": 8},
-        "quick": {"bc_steps": 500, "batch_size": 32},
+        "quick": {"bc_steps": 500, "batch_size": QUICK_EPISODE_BATCH},
     }
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: CFCQLDiscreteConfig):
@@ -607,7 +608,7 @@ class CFCQLContinuous(OfflineAlgorithm):
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"vae_steps": 20, "vae_hidden_dim": 32, "vae_samples": 2, "batch_size": 64},
         "quick": {"vae_steps": 2000, "vae_hidden_dim": 128, "vae_samples": 5,
-                  "batch_size": 256},
+                  "batch_size": QUICK_TRANSITION_BATCH},
     }
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: CFCQLContinuousConfig):

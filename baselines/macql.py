@@ -47,7 +47,7 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
+from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
 from .cfcql import qmix_td_loss
 from .greedy import RecurrentGreedyPolicy
 from .networks import (MixerWeights, QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
@@ -102,9 +102,15 @@ def sample_joint_actions(avail: torch.Tensor, num_samples: int,
         (..., N, n) int64.
     """
     lead, n_actions = avail.shape[:-1], avail.shape[-1]
-    probs = avail.reshape(-1, n_actions).float()
-    probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, torch.ones_like(probs))
-    drawn = torch.multinomial(probs, num_samples, replacement=True, generator=generator)
+    avail = avail.reshape(-1, n_actions).bool()
+    avail = torch.where(avail.any(-1, keepdim=True), avail, torch.ones_like(avail))
+    # A uniform rank among each row's available actions, looked up in the row's available
+    # actions listed first: several times faster on CPU than torch.multinomial or a CDF search
+    # over ~10^4 rows.
+    available_first = torch.sort((~avail).to(torch.uint8), dim=-1, stable=True).indices
+    uniform = torch.rand(avail.shape[0], num_samples, generator=generator, device=avail.device)
+    rank = (uniform * avail.sum(-1, keepdim=True)).long()                 # 0..count-1
+    drawn = available_first.gather(-1, rank)
     return drawn.reshape(*lead, num_samples).transpose(-1, -2)           # (..., N, n)
 
 
@@ -120,10 +126,14 @@ def sampled_joint_q(agent_qs: torch.Tensor, joint_actions: torch.Tensor,
     Returns:
         (..., K).
     """
+    lead, (n_agents, n_actions) = agent_qs.shape[:-2], agent_qs.shape[-2:]
     k = joint_actions.shape[-2]
-    expanded = agent_qs.unsqueeze(-3).expand(*agent_qs.shape[:-2], k, *agent_qs.shape[-2:])
-    joint_qs = expanded.gather(-1, joint_actions.unsqueeze(-1)).squeeze(-1)   # (..., K, n)
-    return QMixer.mix(joint_qs, weights)
+    # One gather over the flattened (agent, action) axis. Gathering from agent_qs expanded K
+    # times would make the backward allocate and fill a K-times larger gradient.
+    offsets = torch.arange(n_agents, device=agent_qs.device) * n_actions
+    index = (joint_actions + offsets).reshape(*lead, k * n_agents)
+    joint_qs = agent_qs.reshape(*lead, n_agents * n_actions).gather(-1, index)
+    return QMixer.mix(joint_qs.reshape(*lead, k, n_agents), weights)
 
 
 def macql_penalty(sampled_q: torch.Tensor, q_tot: torch.Tensor,
@@ -157,6 +167,9 @@ class MACQLDiscrete(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MACQLConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_EPISODE_BATCH).
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"batch_size": QUICK_EPISODE_BATCH}}
     config: MACQLConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MACQLConfig):

@@ -65,7 +65,7 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
 from .networks import masked_argmax, masked_mean
 
@@ -378,10 +378,11 @@ class MADTKDDiscrete(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MADTKDConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
-    # The teacher's cross-entropy pre-training scales with the protocol's update budget.
+    # The teacher's cross-entropy pre-training scales with the protocol's update budget; under
+    # `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_EPISODE_BATCH).
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"teacher_steps": 20},
-        "quick": {"teacher_steps": 500},
+        "quick": {"teacher_steps": 500, "batch_size": QUICK_EPISODE_BATCH},
     }
     config: MADTKDConfig
 

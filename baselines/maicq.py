@@ -306,9 +306,13 @@ class MAICQDiscrete(OfflineAlgorithm):
         step_avail = None if avail is None else avail[:, :-1]
         inputs = build_agent_inputs(obs, actions, self.info.n_actions)
 
+        # One actor unroll serves both halves: the critic step does not touch the actor, so the
+        # policy in the critic's targets is the one the actor loss differentiates.
+        logits = self.actor.unroll(inputs)                                    # (B, T+1, n, A)
+
         # -- critic: TD(lambda) on implicit-constraint (dataset-action) values -----------------
         with torch.no_grad():
-            pi = masked_log_softmax(self.actor.unroll(inputs), avail).exp()    # (B, T+1, n, A)
+            pi = masked_log_softmax(logits.detach(), avail).exp()             # (B, T+1, n, A)
             target_qs = self.target_critic(state, obs)                        # (B, T+1, n, A)
             no_step = torch.zeros_like(mask[:, :1])
             has_action = torch.cat([mask, no_step], dim=1)                    # (B, T+1)
@@ -334,7 +338,7 @@ class MAICQDiscrete(OfflineAlgorithm):
             q_vals = self.critic(state[:, :-1], obs[:, :-1])                  # updated critic
             q_taken = q_vals.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
             k = self.mixer.k(state[:, :-1])                                   # (B, T, n)
-        log_pi = masked_log_softmax(self.actor.unroll(inputs)[:, :-1], step_avail)
+        log_pi = masked_log_softmax(logits[:, :-1], step_avail)
         baseline = (log_pi.detach().exp() * q_vals).sum(-1)                   # (B, T, n)
         advantages = q_taken - baseline
         log_pi_taken = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)   # (B, T, n)

@@ -43,8 +43,8 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import (ACTOR_CRITIC_CHECKPOINT, BaseConfig, ContinuousBackboneConfig,
-                   OfflineAlgorithm)
+from .base import (ACTOR_CRITIC_CHECKPOINT, QUICK_TRANSITION_BATCH, BaseConfig,
+                   ContinuousBackboneConfig, OfflineAlgorithm)
 from .greedy import DeterministicActorPolicy
 from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
 from .sampling_continuous import continuous_per_dataset
@@ -219,6 +219,9 @@ class MATD3BC(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MATD3BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"batch_size": QUICK_TRANSITION_BATCH}}
     config: MATD3BCConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MATD3BCConfig):

@@ -108,8 +108,10 @@ class RNNAgent(nn.Module):
         x = F.relu(self.fc1(inputs)).transpose(0, 1).reshape(steps, batch * n_agents, -1)
         h = self.initial_hidden(batch * n_agents)
         hiddens = []
-        for t in range(steps):
-            h = self.rnn(x[t], h)
+        # unbind, not x[t]: the backward of indexing fills a zero tensor of the whole sequence
+        # per step (quadratic in T); unbind's backward is a single stack.
+        for x_t in x.unbind(0):
+            h = self.rnn(x_t, h)
             hiddens.append(h)
         hidden = torch.stack(hiddens).reshape(steps, batch, n_agents, -1).transpose(0, 1)
         return self.fc2(hidden)

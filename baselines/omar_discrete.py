@@ -53,7 +53,7 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
 from .greedy import RecurrentGreedyPolicy
 from .networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
@@ -211,6 +211,9 @@ class OMARDiscrete(OfflineAlgorithm):
     needs_state: ClassVar[bool] = False
     Config: ClassVar[type[BaseConfig]] = OMARDiscreteConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_EPISODE_BATCH).
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"batch_size": QUICK_EPISODE_BATCH}}
     config: OMARDiscreteConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: OMARDiscreteConfig):

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .registry import get_dataset, reference_scores
+from .registry import get_dataset, recorded_statistics, reference_scores
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +110,34 @@ def _format_cell(summary: dict[str, Any], show_seeds: bool) -> str:
     return text
 
 
-def family_table(runs: pd.DataFrame, column: str = "score",
-                 scale: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _column_order(algos: list[str]) -> list[str]:
+    """CFCQL first, then the baselines alphabetically, then the ablations."""
+    from baselines import ABLATIONS
+
+    return sorted(algos, key=lambda a: (a != "cfcql", a in ABLATIONS, a))
+
+
+def data_score(dataset_id: str) -> float | None:
+    """The normalised score of a dataset's own episodes (mean return of its canonical build),
+    or None when its statistics or its task's references are not recorded."""
+    stats = recorded_statistics(dataset_id) or {}
+    ret = stats.get("statistics", {}).get("return_mean")
+    norm = _normalizer(get_dataset(dataset_id).task_id)
+    return None if ret is None or norm is None else float(norm(ret))
+
+
+def family_table(runs: pd.DataFrame, column: str = "score", scale: float = 1.0,
+                 data_column: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's layout for one family and protocol.
+
+    With two algorithms or more in a row, the highest mean is in bold. With ``data_column``, a
+    ``data`` column gives the normalised score of the dataset's own episodes.
 
     Returns:
         (display, long): ``display`` has a ``dataset`` column then one formatted column per
         algorithm; ``long`` has one row per (dataset, algorithm) with mean, std, seeds, failed.
     """
-    algos = sorted(runs.algo.unique())
+    algos = _column_order(list(runs.algo.unique()))
     long_rows = []
     for (dataset_id, algo), group in runs.groupby(["dataset_id", "algo"], sort=True):
         long_rows.append({"dataset_id": dataset_id, "algo": algo,
@@ -129,15 +148,33 @@ def family_table(runs: pd.DataFrame, column: str = "score",
     display_rows = []
     for dataset_id, cells in long.groupby("dataset_id", sort=True):
         row = {"dataset": dataset_id}
+        if data_column:
+            data = data_score(dataset_id)
+            row["data"] = "" if data is None else f"{data:.2f}"
         by_algo = {c.algo: c for c in cells.itertuples(index=False)}
+        means = {a: c.mean for a, c in by_algo.items() if c.mean is not None and pd.notna(c.mean)}
+        best = max(means.values()) if len(means) >= 2 else None
         for algo in algos:
             cell = by_algo.get(algo)
-            row[algo] = "" if cell is None else _format_cell(cell._asdict(), show_seeds)
+            text = "" if cell is None else _format_cell(cell._asdict(), show_seeds)
+            row[algo] = f"**{text}**" if best is not None and means.get(algo) == best else text
         display_rows.append(row)
     from baselines import display_name
 
-    display = pd.DataFrame(display_rows, columns=["dataset"] + algos)
+    columns = ["dataset"] + (["data"] if data_column else []) + algos
+    display = pd.DataFrame(display_rows, columns=columns)
     return display.rename(columns={a: display_name(a) for a in algos}), long
+
+
+def best_counts(long: pd.DataFrame) -> dict[str, int]:
+    """For each algorithm, the datasets on which its mean is the highest (ties count for all)."""
+    done = long.dropna(subset=["mean"])
+    counts = {a: 0 for a in _column_order(list(long.algo.unique()))}
+    for _, cells in done.groupby("dataset_id"):
+        if len(cells) >= 2:
+            for algo in cells.algo[cells["mean"] == cells["mean"].max()]:
+                counts[algo] += 1
+    return counts
 
 
 # -- aggregates (rliable) --------------------------------------------------------------------------
@@ -433,11 +470,20 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
                 f"- Seeds per cell: {', '.join(map(str, seeds)) or '0'}.",
                 f"- Commits: {', '.join(commits) or 'unknown'}.", "",
             ]
-            display, long = family_table(prot_runs)
+            display, long = family_table(prot_runs, data_column=metric_kinds == {"normalized"})
             if len(metric_kinds) > 1:
                 kinds = prot_runs.groupby("dataset_id").metric.first()
                 display.insert(1, "score", [kinds[d] for d in display.dataset])
             lines += [markdown_table(display), ""]
+            if long.algo.nunique() >= 2:
+                from baselines import display_name
+
+                counts = best_counts(long)
+                lines += ["Highest mean (bold) on: " + ", ".join(
+                    f"{display_name(a)} {k}" for a, k in counts.items()) + " of "
+                    f"{long.dataset_id.nunique()} datasets"
+                    + (" (`data`: the dataset's own episodes, normalised)."
+                       if "data" in display.columns else "."), ""]
             long.insert(0, "protocol", protocol)
             csv_frames.append(long.assign(value="score"))
             if prot_runs.win_rate.notna().any():
@@ -513,6 +559,6 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     return written
 
 
-__all__ = ["load_records", "runs_frame", "family_table", "aggregates", "interval_estimates",
+__all__ = ["load_records", "runs_frame", "family_table", "data_score", "best_counts", "aggregates", "interval_estimates",
            "performance_profiles", "plot_agent_scaling", "marl_eval_export", "write_leaderboards",
            "markdown_table"]

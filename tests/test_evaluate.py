@@ -215,10 +215,11 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
                     "final": {"step": 50, **point}})
     assert main(["leaderboard", "--out", str(out), "--bootstrap-reps", "50"]) == 0
     table = (out / "smac.md").read_text()
-    assert "| dataset | score | BC | CFCQL |" in table
-    assert "| smac-2s3z-random-v0 | normalized | 27.50 ± 2.50 | 77.50 ± 2.50 |" in table
-    assert "| smac-3s_vs_5z-random-v0 | return | 0.55 ± 0.05 | 1.55 ± 0.05 |" in table
-    assert "Win rate (%)" in table and "50.00 ± 0.00" in table
+    assert "| dataset | score | CFCQL | BC |" in table  # CFCQL first; the best mean in bold
+    assert "| smac-2s3z-random-v0 | normalized | **77.50 ± 2.50** | 27.50 ± 2.50 |" in table
+    assert "| smac-3s_vs_5z-random-v0 | return | **1.55 ± 0.05** | 0.55 ± 0.05 |" in table
+    assert "Highest mean (bold) on: CFCQL 2, BC 0 of 2 datasets." in table
+    assert "Win rate (%)" in table and "**50.00 ± 0.00**" in table  # a tie: both bold
     export = json.loads((out / "marl_eval.json").read_text())
     run = export["smac"]["smac-2s3z-random-v0"]["cfcql"]["run_0"]
     assert run["absolute_metrics"]["normalized_score"] == [75.0, 75.0]
@@ -226,6 +227,30 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
     agg = pd.read_csv(out / "aggregates.csv")  # mixed kinds: aggregated on raw returns
     mean_bc = agg[(agg.algo == "bc") & (agg.statistic == "mean")].point.item()
     assert mean_bc == pytest.approx(0.55) and set(agg.score) == {"raw return"}
+
+
+def test_family_table_data_column_and_best_counts(tmp_path, monkeypatch):
+    from marl_offline_bench.leaderboard import best_counts, family_table
+
+    refs, stats = tmp_path / "refs.json", tmp_path / "stats.json"
+    refs.write_text(json.dumps({"smac-2s3z": {"ref_random": {"value": 0.0},
+                                              "ref_expert": {"value": 2.0}}}))
+    stats.write_text(json.dumps({"smac-2s3z-medium-v0": {"statistics": {"return_mean": 0.5}}}))
+    monkeypatch.setenv("MARL_BENCH_REFERENCE_FILE", str(refs))
+    monkeypatch.setenv("MARL_BENCH_STATISTICS_FILE", str(stats))
+    rows = [{"dataset_id": d, "algo": a, "seed": 0, "status": "done", "metric": "normalized",
+             "score": score}
+            for d, a, score in (("smac-2s3z-medium-v0", "bc", 30.0),
+                                ("smac-2s3z-medium-v0", "cfcql", 20.0),
+                                ("smac-2s3z-expert-v0", "bc", 90.0),
+                                ("smac-2s3z-expert-v0", "cfcql", 90.0))]
+    display, long = family_table(pd.DataFrame(rows), data_column=True)
+    assert list(display.columns) == ["dataset", "data", "CFCQL", "BC"]
+    medium = display[display.dataset == "smac-2s3z-medium-v0"].iloc[0]
+    assert medium["data"] == "25.00" and medium["BC"] == "**30.00 ± 0.00**"
+    assert medium["CFCQL"] == "20.00 ± 0.00"
+    assert display[display.dataset == "smac-2s3z-expert-v0"].iloc[0]["data"] == ""  # no stats
+    assert best_counts(long) == {"cfcql": 1, "bc": 2}  # the expert tie counts for both
 
 
 def test_agent_scaling_plot_groups_equal_line_by_n_and_quality(tmp_path):

@@ -213,8 +213,19 @@ def interval_estimates(score_dict: dict[str, np.ndarray], func, reps: int, seed:
     """Point estimates and 95% stratified-bootstrap CIs per algorithm, and which code ran."""
     library, why = _rliable_library()
     if library is not None:
-        points, cis = library.get_interval_estimates(
-            score_dict, func, reps=reps, random_state=np.random.RandomState(seed))
+        # rliable's StratifiedBootstrap draws its indices from numpy's global generator (its
+        # random_state reaches only arch's unused one), so that generator is seeded here, once
+        # per algorithm: an algorithm's interval then does not move when another's runs are
+        # added. The caller's global state is restored.
+        points, cis = {}, {}
+        saved = np.random.get_state()
+        try:
+            for algo, scores in score_dict.items():
+                np.random.seed(seed)
+                point, ci = library.get_interval_estimates({algo: scores}, func, reps=reps)
+                points[algo], cis[algo] = point[algo], ci[algo]
+        finally:
+            np.random.set_state(saved)
         return points, cis, "rliable.library.get_interval_estimates"
     points = {k: func(v) for k, v in score_dict.items()}
     cis = {k: _stratified_bootstrap(v, func, reps, seed) for k, v in score_dict.items()}
@@ -269,11 +280,9 @@ def performance_profiles(matrices: dict[str, np.ndarray], reps: int, points: int
     """Score distributions (fraction of runs above tau) with 95% CIs."""
     values = np.concatenate([m.ravel() for m in matrices.values()])
     taus = np.linspace(values.min(), values.max(), points)
-    library, _ = _rliable_library()
-    if library is not None:
-        profiles, cis = library.create_performance_profile(matrices, taus, reps=reps)
-        return taus, profiles, cis
 
+    # rliable's create_performance_profile computes the same thing but takes no random state;
+    # through interval_estimates the bands are seeded and the plots reproducible.
     def profile(scores: np.ndarray) -> np.ndarray:
         return (scores.ravel()[:, None] > taus[None, :]).mean(axis=0)
 

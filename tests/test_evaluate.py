@@ -1,6 +1,7 @@
 """`marl-bench evaluate` / `leaderboard` end to end on tiny Equal_Line datasets with BC."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -251,6 +252,18 @@ def test_family_table_data_column_and_best_counts(tmp_path, monkeypatch):
     assert medium["CFCQL"] == "20.00 ± 0.00"
     assert display[display.dataset == "smac-2s3z-expert-v0"].iloc[0]["data"] == ""  # no stats
     assert best_counts(long) == {"cfcql": 1, "bc": 2}  # the expert tie counts for both
+
+
+def test_an_algorithms_interval_does_not_depend_on_the_others():
+    from marl_offline_bench.leaderboard import _aggregate_func, interval_estimates
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(50, 10, (3, 6)), rng.normal(20, 5, (3, 6))
+    _, alone, _ = interval_estimates({"b": b}, _aggregate_func, reps=100)
+    _, together, _ = interval_estimates({"a": a, "b": b}, _aggregate_func, reps=100)
+    np.testing.assert_array_equal(alone["b"], together["b"])
+    _, other_seed, _ = interval_estimates({"b": b}, _aggregate_func, reps=100, seed=1)
+    assert not np.array_equal(alone["b"], other_seed["b"])  # the seed is what fixes it
 
 
 def test_agent_scaling_plot_groups_equal_line_by_n_and_quality(tmp_path):

@@ -166,6 +166,36 @@ def family_table(runs: pd.DataFrame, column: str = "score", scale: float = 1.0,
     return display.rename(columns={a: display_name(a) for a in algos}), long
 
 
+QUALITY_ORDER = ("random", "medium-replay", "medium", "expert", "mixed")
+
+
+def quality_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset quality, each algorithm's mean score averaged over the family's tasks.
+
+    ``long`` is :func:`family_table`'s second output. A cell is left empty unless the algorithm
+    has a score on every dataset of that quality, so that the averages cover the same tasks.
+    The ``data`` column averages the datasets' own normalised scores.
+    """
+    frame = long.dropna(subset=["mean"]).assign(
+        quality=lambda f: [get_dataset(d).quality for d in f.dataset_id])
+    algos = _column_order(list(long.algo.unique()))
+    rows = []
+    for quality in [q for q in QUALITY_ORDER if q in set(frame.quality)]:
+        mine = frame[frame.quality == quality]
+        datasets = sorted(set(mine.dataset_id))
+        data = [data_score(d) for d in datasets]
+        row = {"quality": quality, "datasets": len(datasets),
+               "data": "" if None in data else f"{np.mean(data):.1f}"}
+        for algo in algos:
+            cells = mine[mine.algo == algo]
+            row[algo] = f"{cells['mean'].mean():.1f}" if len(cells) == len(datasets) else ""
+        rows.append(row)
+    from baselines import display_name
+
+    table = pd.DataFrame(rows, columns=["quality", "datasets", "data"] + algos)
+    return table.rename(columns={a: display_name(a) for a in algos})
+
+
 def best_counts(long: pd.DataFrame) -> dict[str, int]:
     """For each algorithm, the datasets on which its mean is the highest (ties count for all)."""
     done = long.dropna(subset=["mean"])
@@ -357,10 +387,15 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
     for ax, quality in zip(axes.ravel(), qualities):
         mine = done[done.quality == quality]
         for algo, group in mine.groupby("algo", sort=True):
-            stats = group.groupby("n_agents").score.agg(["mean", "std"]).sort_index()
+            stats = group.groupby("n_agents").score.agg(
+                mean="mean", std=lambda x: x.std(ddof=0)).sort_index()  # as the tables
             std = stats["std"].fillna(0.0)
             ax.errorbar(stats.index, stats["mean"], yerr=std, marker="o", capsize=3,
                         color=colours[algo], label=algo)
+        per_n = mine.groupby("n_agents").dataset_id.first().sort_index()
+        data = [data_score(d) for d in per_n]
+        if None not in data:
+            ax.plot(per_n.index, data, ls="--", color="grey", marker=".", label="data")
         ax.set_title(quality, fontsize=9)
         ax.set_xlabel("agents n")
         ax.set_ylabel("normalised score" if set(mine.metric) == {"normalized"} else "score")
@@ -484,6 +519,10 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
                 kinds = prot_runs.groupby("dataset_id").metric.first()
                 display.insert(1, "score", [kinds[d] for d in display.dataset])
             lines += [markdown_table(display), ""]
+            if metric_kinds == {"normalized"} and prot_runs.task_id.nunique() >= 2:
+                lines += ["By quality: the mean over the family's tasks (an algorithm's cell only "
+                          "where it ran on every task of that quality):", "",
+                          markdown_table(quality_table(long)), ""]
             if long.algo.nunique() >= 2:
                 from baselines import display_name
 
@@ -568,6 +607,6 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     return written
 
 
-__all__ = ["load_records", "runs_frame", "family_table", "data_score", "best_counts", "aggregates", "interval_estimates",
+__all__ = ["load_records", "runs_frame", "family_table", "data_score", "best_counts", "quality_table", "aggregates", "interval_estimates",
            "performance_profiles", "plot_agent_scaling", "marl_eval_export", "write_leaderboards",
            "markdown_table"]

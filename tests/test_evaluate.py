@@ -231,7 +231,7 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
 
 
 def test_family_table_data_column_and_best_counts(tmp_path, monkeypatch):
-    from marl_offline_bench.leaderboard import best_counts, family_table
+    from marl_offline_bench.leaderboard import best_counts, family_table, quality_table
 
     refs, stats = tmp_path / "refs.json", tmp_path / "stats.json"
     refs.write_text(json.dumps({"smac-2s3z": {"ref_random": {"value": 0.0},
@@ -252,6 +252,12 @@ def test_family_table_data_column_and_best_counts(tmp_path, monkeypatch):
     assert medium["CFCQL"] == "20.00 ± 0.00"
     assert display[display.dataset == "smac-2s3z-expert-v0"].iloc[0]["data"] == ""  # no stats
     assert best_counts(long) == {"cfcql": 1, "bc": 2}  # the expert tie counts for both
+    by_quality = quality_table(long)
+    assert list(by_quality.columns) == ["quality", "datasets", "data", "CFCQL", "BC"]
+    assert by_quality.values.tolist() == [["medium", 1, "25.0", "20.0", "30.0"],
+                                          ["expert", 1, "", "90.0", "90.0"]]
+    partial = quality_table(long[~((long.algo == "bc") & (long.dataset_id.str.contains("exp")))])
+    assert partial.values.tolist()[1] == ["expert", 1, "", "90.0", ""]  # BC did not run there
 
 
 def test_an_algorithms_interval_does_not_depend_on_the_others():

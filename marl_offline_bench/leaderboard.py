@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .registry import get_dataset, recorded_statistics, reference_scores
+from .registry import DATASETS, get_dataset, recorded_statistics, reference_scores
 
 logger = logging.getLogger(__name__)
 
@@ -469,6 +469,26 @@ def _budget_text(budgets: list[tuple[int, int, int, int]]) -> str:
     return "; ".join(texts)
 
 
+def coverage_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Finished runs of one protocol per algorithm (rows) and family (columns), as
+    "<datasets> / <runs>" with the registry's dataset count in the header."""
+    from baselines import display_name
+
+    done = runs[(runs.protocol == protocol) & (runs.status == "done")]
+    families = sorted(done.family.unique())
+    registered = {f: sum(1 for e in DATASETS.values() if e.task.family == f) for f in families}
+    rows = []
+    for algo in _column_order(list(done.algo.unique())):
+        mine = done[done.algo == algo]
+        row = {"algorithm": display_name(algo)}
+        for family in families:
+            cell = mine[mine.family == family]
+            row[f"{family} ({registered[family]})"] = \
+                f"{cell.dataset_id.nunique()} / {len(cell)}" if len(cell) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     """Regenerate every table, plot and export under ``out`` from ``out/runs``.
 
@@ -601,12 +621,15 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
         "Regenerated from the run records in `runs/` by `marl-bench leaderboard` (and at the end "
         "of `marl-bench evaluate`). Each table states its protocol, budget and seeds.", "",
         *index_lines, "",
+        *[line for protocol in sorted(runs.protocol.unique()) for line in (
+            f"Finished runs under `{protocol}`, as datasets / runs (in brackets: the family's "
+            "registered datasets):", "", markdown_table(coverage_table(runs, protocol)), "")],
         "Also: `aggregates.csv` (IQM, median, mean over datasets with 95% CIs), "
         "`marl_eval.json` (marl-eval's raw-data layout), `plots/`.", ""]))
     written += [export, readme]
     return written
 
 
-__all__ = ["load_records", "runs_frame", "family_table", "data_score", "best_counts", "quality_table", "aggregates", "interval_estimates",
+__all__ = ["load_records", "runs_frame", "family_table", "data_score", "best_counts", "quality_table", "coverage_table", "aggregates", "interval_estimates",
            "performance_profiles", "plot_agent_scaling", "marl_eval_export", "write_leaderboards",
            "markdown_table"]

@@ -221,6 +221,8 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
     assert "| smac-3s_vs_5z-random-v0 | return | **1.55 ± 0.05** | 0.55 ± 0.05 |" in table
     assert "Highest mean (bold) on: CFCQL 2, BC 0 of 2 datasets." in table
     assert "Win rate (%)" in table and "**50.00 ± 0.00**" in table  # a tie: both bold
+    index = (out / "README.md").read_text()
+    assert "| algorithm | smac (20) |" in index and "| CFCQL | 2 / 4 |" in index  # coverage
     export = json.loads((out / "marl_eval.json").read_text())
     run = export["smac"]["smac-2s3z-random-v0"]["cfcql"]["run_0"]
     assert run["absolute_metrics"]["normalized_score"] == [75.0, 75.0]

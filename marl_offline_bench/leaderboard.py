@@ -378,7 +378,8 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
     done["n_agents"] = [task_info(t).n_agents for t in done.task_id]
     done["quality"] = [get_dataset(d).quality for d in done.dataset_id]
     spans = done.groupby(["quality", "algo"]).n_agents.nunique()
-    qualities = sorted({q for (q, _), count in spans.items() if count >= 2})
+    spanned = {q for (q, _), count in spans.items() if count >= 2}
+    qualities = [q for q in QUALITY_ORDER if q in spanned] + sorted(spanned - set(QUALITY_ORDER))
     if not qualities:
         return None
     plt = _pyplot()
@@ -630,6 +631,7 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     return written
 
 
-__all__ = ["load_records", "runs_frame", "family_table", "data_score", "best_counts", "quality_table", "coverage_table", "aggregates", "interval_estimates",
-           "performance_profiles", "plot_agent_scaling", "marl_eval_export", "write_leaderboards",
-           "markdown_table"]
+__all__ = ["load_records", "runs_frame", "family_table", "data_score", "best_counts",
+           "quality_table", "coverage_table", "aggregates", "interval_estimates",
+           "performance_profiles", "plot_agent_scaling", "marl_eval_export",
+           "write_leaderboards", "markdown_table"]

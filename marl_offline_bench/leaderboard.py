@@ -130,7 +130,8 @@ def family_table(runs: pd.DataFrame, column: str = "score", scale: float = 1.0,
                  data_column: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's layout for one family and protocol.
 
-    With two algorithms or more in a row, the highest mean is in bold. With ``data_column``, a
+    With two algorithms or more in a row, the highest mean as printed is in bold (ablations are
+    never bold). With ``data_column``, a
     ``data`` column gives the normalised score of the dataset's own episodes.
 
     Returns:
@@ -152,7 +153,7 @@ def family_table(runs: pd.DataFrame, column: str = "score", scale: float = 1.0,
             data = data_score(dataset_id)
             row["data"] = "" if data is None else f"{data:.2f}"
         by_algo = {c.algo: c for c in cells.itertuples(index=False)}
-        means = {a: c.mean for a, c in by_algo.items() if c.mean is not None and pd.notna(c.mean)}
+        means = _rankable_means(cells)
         best = max(means.values()) if len(means) >= 2 else None
         for algo in algos:
             cell = by_algo.get(algo)
@@ -196,14 +197,26 @@ def quality_table(long: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={a: display_name(a) for a in algos})
 
 
+def _rankable_means(cells: pd.DataFrame) -> dict[str, float]:
+    """The cells' means as printed (2 decimals), ablations left out: they are CFCQL variants,
+    not contenders."""
+    from baselines import ABLATIONS
+
+    return {c.algo: round(float(c.mean), 2) for c in cells.itertuples(index=False)
+            if c.algo not in ABLATIONS and c.mean is not None and pd.notna(c.mean)}
+
+
 def best_counts(long: pd.DataFrame) -> dict[str, int]:
-    """For each algorithm, the datasets on which its mean is the highest (ties count for all)."""
-    done = long.dropna(subset=["mean"])
-    counts = {a: 0 for a in _column_order(list(long.algo.unique()))}
-    for _, cells in done.groupby("dataset_id"):
-        if len(cells) >= 2:
-            for algo in cells.algo[cells["mean"] == cells["mean"].max()]:
-                counts[algo] += 1
+    """For each algorithm (ablations aside), the datasets on which its mean is the highest as
+    printed (ties count for all)."""
+    from baselines import ABLATIONS
+
+    counts = {a: 0 for a in _column_order(list(long.algo.unique())) if a not in ABLATIONS}
+    for _, cells in long.groupby("dataset_id"):
+        means = _rankable_means(cells)
+        if len(means) >= 2:
+            for algo, mean in means.items():
+                counts[algo] += mean == max(means.values())
     return counts
 
 

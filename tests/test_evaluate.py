@@ -245,20 +245,23 @@ def test_family_table_data_column_and_best_counts(tmp_path, monkeypatch):
              "score": score}
             for d, a, score in (("smac-2s3z-medium-v0", "bc", 30.0),
                                 ("smac-2s3z-medium-v0", "cfcql", 20.0),
+                                ("smac-2s3z-medium-v0", "cfcql_tau0", 99.0),  # an ablation
                                 ("smac-2s3z-expert-v0", "bc", 90.0),
-                                ("smac-2s3z-expert-v0", "cfcql", 90.0))]
+                                ("smac-2s3z-expert-v0", "cfcql", 90.001))]  # equal as printed
     display, long = family_table(pd.DataFrame(rows), data_column=True)
-    assert list(display.columns) == ["dataset", "data", "CFCQL", "BC"]
+    assert list(display.columns) == ["dataset", "data", "CFCQL", "BC", "CFCQL (tau 0)"]
     medium = display[display.dataset == "smac-2s3z-medium-v0"].iloc[0]
     assert medium["data"] == "25.00" and medium["BC"] == "**30.00 ± 0.00**"
+    assert medium["CFCQL (tau 0)"] == "99.00 ± 0.00"  # ablations are never bold
     assert medium["CFCQL"] == "20.00 ± 0.00"
     assert display[display.dataset == "smac-2s3z-expert-v0"].iloc[0]["data"] == ""  # no stats
     assert best_counts(long) == {"cfcql": 1, "bc": 2}  # the expert tie counts for both
-    by_quality = quality_table(long)
+    by_quality = quality_table(long[long.algo != "cfcql_tau0"])
     assert list(by_quality.columns) == ["quality", "datasets", "data", "CFCQL", "BC"]
     assert by_quality.values.tolist() == [["medium", 1, "25.0", "20.0", "30.0"],
                                           ["expert", 1, "", "90.0", "90.0"]]
-    partial = quality_table(long[~((long.algo == "bc") & (long.dataset_id.str.contains("exp")))])
+    no_bc_expert = (long.algo == "bc") & long.dataset_id.str.contains("exp")
+    partial = quality_table(long[~no_bc_expert & (long.algo != "cfcql_tau0")])
     assert partial.values.tolist()[1] == ["expert", 1, "", "90.0", ""]  # BC did not run there
 
 

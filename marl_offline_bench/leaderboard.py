@@ -561,9 +561,11 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
                 from baselines import display_name
 
                 counts = best_counts(long)
+                compared = sum(len(_rankable_means(cells)) >= 2
+                               for _, cells in long.groupby("dataset_id"))
                 lines += ["Highest mean (bold) on: " + ", ".join(
-                    f"{display_name(a)} {k}" for a, k in counts.items()) + " of "
-                    f"{long.dataset_id.nunique()} datasets"
+                    f"{display_name(a)} {k}" for a, k in counts.items()) + " of the "
+                    f"{compared} datasets with two algorithms or more"
                     + (" (`data`: the dataset's own episodes, normalised)."
                        if "data" in display.columns else "."), ""]
             long.insert(0, "protocol", protocol)

@@ -219,7 +219,8 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
     assert "| dataset | score | CFCQL | BC |" in table  # CFCQL first; the best mean in bold
     assert "| smac-2s3z-random-v0 | normalized | **77.50 ± 2.50** | 27.50 ± 2.50 |" in table
     assert "| smac-3s_vs_5z-random-v0 | return | **1.55 ± 0.05** | 0.55 ± 0.05 |" in table
-    assert "Highest mean (bold) on: CFCQL 2, BC 0 of 2 datasets." in table
+    assert "Highest mean (bold) on: CFCQL 2, BC 0 of the 2 datasets with two algorithms or more." \
+        in table
     assert "Win rate (%)" in table and "**50.00 ± 0.00**" in table  # a tie: both bold
     index = (out / "README.md").read_text()
     assert "| algorithm | smac (20) |" in index and "| CFCQL | 2 / 4 |" in index  # coverage

@@ -11,7 +11,9 @@ never invents one.
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -215,6 +217,21 @@ def _read_table(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_table(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _lookup_table(path: Path) -> dict[str, Any]:
+    """A table for lookups, parsed once per file version (the leaderboards ask for one entry
+    at a time, hundreds of times per regeneration). Shared: hand out copies of its entries."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    return _parsed_table(path, stat.st_mtime_ns, stat.st_size)
+
+
 def _write_table(path: Path, table: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -228,7 +245,7 @@ def reference_scores(task_id: str) -> dict[str, dict[str, Any]]:
     Each entry holds ``value`` (mean return), ``std``, ``episodes`` and the run's provenance.
     Missing keys mean the reference has not been measured yet.
     """
-    return _read_table(_reference_path()).get(task_id, {})
+    return copy.deepcopy(_lookup_table(_reference_path()).get(task_id, {}))
 
 
 def record_reference(task_id: str, kind: str, entry: dict[str, Any]) -> Path:
@@ -245,7 +262,7 @@ def record_reference(task_id: str, kind: str, entry: dict[str, Any]) -> Path:
 
 def recorded_statistics(dataset_id: str) -> dict[str, Any] | None:
     """Statistics of the canonical build of a dataset (registry recipe), if one was recorded."""
-    return _read_table(_statistics_path()).get(dataset_id)
+    return copy.deepcopy(_lookup_table(_statistics_path()).get(dataset_id))
 
 
 def record_statistics(dataset_id: str, entry: dict[str, Any]) -> Path:

@@ -206,17 +206,22 @@ def _rankable_means(cells: pd.DataFrame) -> dict[str, float]:
             if c.algo not in ABLATIONS and c.mean is not None and pd.notna(c.mean)}
 
 
-def best_counts(long: pd.DataFrame) -> dict[str, int]:
+def _contests(long: pd.DataFrame) -> list[dict[str, float]]:
+    """Per dataset with two rankable algorithms or more, their means as printed."""
+    return [means for _, cells in long.groupby("dataset_id")
+            if len(means := _rankable_means(cells)) >= 2]
+
+
+def best_counts(long: pd.DataFrame,
+                contests: list[dict[str, float]] | None = None) -> dict[str, int]:
     """For each algorithm (ablations aside), the datasets on which its mean is the highest as
-    printed (ties count for all)."""
+    printed (ties count for all). ``contests``: :func:`_contests` of ``long``, if at hand."""
     from baselines import ABLATIONS
 
     counts = {a: 0 for a in _column_order(list(long.algo.unique())) if a not in ABLATIONS}
-    for _, cells in long.groupby("dataset_id"):
-        means = _rankable_means(cells)
-        if len(means) >= 2:
-            for algo, mean in means.items():
-                counts[algo] += mean == max(means.values())
+    for means in _contests(long) if contests is None else contests:
+        for algo, mean in means.items():
+            counts[algo] += mean == max(means.values())
     return counts
 
 
@@ -560,12 +565,11 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
             if long.algo.nunique() >= 2:
                 from baselines import display_name
 
-                counts = best_counts(long)
-                compared = sum(len(_rankable_means(cells)) >= 2
-                               for _, cells in long.groupby("dataset_id"))
+                contests = _contests(long)
+                counts = best_counts(long, contests)
                 lines += ["Highest mean (bold) on: " + ", ".join(
                     f"{display_name(a)} {k}" for a, k in counts.items()) + " of the "
-                    f"{compared} datasets with two algorithms or more"
+                    f"{len(contests)} datasets with two algorithms or more"
                     + (" (`data`: the dataset's own episodes, normalised)."
                        if "data" in display.columns else "."), ""]
             long.insert(0, "protocol", protocol)

@@ -219,7 +219,7 @@ def _read_table(path: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=8)
 def _parsed_table(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    return _read_table(path)
 
 
 def _lookup_table(path: Path) -> dict[str, Any]:

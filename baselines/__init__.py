@@ -30,6 +30,9 @@ ALGORITHMS: dict[str, str] = {
 ABLATIONS: dict[str, str] = {
     "cfcql_sign_plus": "baselines.cfcql:make_cfcql_sign_plus",
     "cfcql_tau0": "baselines.cfcql:make_cfcql_tau0",
+    "cfcql_vae": "baselines.cfcql:make_cfcql_vae",
+    "cfcql_alpha_half": "baselines.cfcql:make_cfcql_alpha_half",
+    "cfcql_alpha_double": "baselines.cfcql:make_cfcql_alpha_double",
 }
 
 
@@ -38,6 +41,8 @@ DISPLAY_NAMES: dict[str, str] = {
     "bc": "BC", "cfcql": "CFCQL", "macql": "MACQL", "maicq": "MAICQ", "omar": "OMAR",
     "madtkd": "MADTKD", "matd3-bc": "MATD3-BC", "icql": "ICQL",
     "cfcql_sign_plus": "CFCQL (sign +1)", "cfcql_tau0": "CFCQL (tau 0)",
+    "cfcql_vae": "CFCQL (VAE lambda)",
+    "cfcql_alpha_half": "CFCQL (alpha / 2)", "cfcql_alpha_double": "CFCQL (alpha x 2)",
 }
 
 

@@ -8,6 +8,7 @@ dataclass. The pipeline pairs it with a dataset, checks the flags once, then alt
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import torch
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
+from marl_offline_bench.protocols import reference_overrides
 
 
 #: CPU sizing under the ``quick`` protocol, one rule for every learner so that their runs are
@@ -23,6 +25,11 @@ from marl_offline_bench.envs import TaskInfo
 QUICK_EPISODE_BATCH = 32
 #: ...and a continuous learner this many transitions (1024 on MPE, 256 on HalfCheetah in the code).
 QUICK_TRANSITION_BATCH = 256
+
+#: What the learners built on the reference code's continuous backbone take from its per-task
+#: table under ``full`` (:data:`marl_offline_bench.protocols.REFERENCE`).
+CONTINUOUS_REFERENCE_SETTINGS: tuple[str, ...] = ("batch_size", "lr", "policy_samples",
+                                                  "critic_updates_per_round")
 
 
 @dataclass
@@ -117,6 +124,10 @@ class OfflineAlgorithm(abc.ABC):
         supports_discrete / supports_continuous: which action spaces it handles.
         Config: its config dataclass.
         per_dataset: dataset id -> config overrides (the authors' per-dataset table).
+        reference_settings: the settings the algorithm takes, under ``full``, from the
+            reference code's table of its dataset's task
+            (:data:`marl_offline_bench.protocols.REFERENCE`: batch, learning rate, CQL
+            sampling), where they mean what its config means by them.
         protocol_overrides: protocol name -> config overrides that size the run for that
             protocol's budget (``smoke`` for tests, ``quick`` for a 2-core machine); they sit
             between the per-dataset table and explicit overrides, and every run records the
@@ -128,6 +139,7 @@ class OfflineAlgorithm(abc.ABC):
     supports_continuous: ClassVar[bool] = False
     Config: ClassVar[type[BaseConfig]]
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = {}
+    reference_settings: ClassVar[tuple[str, ...]] = ()
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BaseConfig):
@@ -146,8 +158,12 @@ class OfflineAlgorithm(abc.ABC):
     @classmethod
     def config_for(cls, dataset_id: str, protocol: str | None = None,
                    **overrides: Any) -> BaseConfig:
-        """Defaults, then the per-dataset entry, then the protocol's sizing, then overrides."""
+        """Defaults, then the per-dataset entry, then (under ``full``) the reference code's
+        settings of the task, then the protocol's sizing, then overrides."""
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        taken = tuple(name for name in cls.reference_settings if name in fields)
         return cls.Config(**{**cls.per_dataset.get(dataset_id, {}),
+                             **reference_overrides(protocol, dataset_id, taken),
                              **cls.protocol_overrides.get(protocol or "", {}), **overrides})
 
     @abc.abstractmethod

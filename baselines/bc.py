@@ -87,6 +87,7 @@ class BCDiscrete(OfflineAlgorithm):
     Config = BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_EPISODE_BATCH).
+    reference_settings: ClassVar[tuple[str, ...]] = ("episode_batch_size",)
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"episode_batch_size": QUICK_EPISODE_BATCH}}
     config: BCConfig
@@ -130,6 +131,7 @@ class BCContinuous(OfflineAlgorithm):
     Config = BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
+    reference_settings: ClassVar[tuple[str, ...]] = ("transition_batch_size", "lr")
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"transition_batch_size": QUICK_TRANSITION_BATCH}}
     config: BCConfig

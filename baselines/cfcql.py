@@ -59,8 +59,8 @@ from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.registry import QUALITIES
 
-from .base import (QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH, BaseConfig, OfflineAlgorithm,
-                   QMIXBackboneConfig)
+from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH,
+                   BaseConfig, OfflineAlgorithm, QMIXBackboneConfig)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .greedy import DeterministicActorPolicy, RecurrentGreedyPolicy
 from .networks import (AgentActors, MixerWeights, QMixer, RNNAgent, TwinCritic, agent_input_dim,
@@ -428,6 +428,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = CFCQLDiscreteConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = DISCRETE_PER_DATASET
+    reference_settings: ClassVar[tuple[str, ...]] = ("batch_size",)
     # CPU sizing: the behaviour model gets a tenth of its steps and batches shrink to 32
     # episodes under `quick`; `smoke` only exercises the code.
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
@@ -603,12 +604,16 @@ class CFCQLContinuous(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = CFCQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = CONTINUOUS_PER_DATASET
+    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
     # The authors' VAE (hidden 750, 20 importance samples, 1e5 steps) costs about 1.7 s per
     # update on a 2-core CPU; `quick` uses a small one so that every dataset fits the budget.
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"vae_steps": 20, "vae_hidden_dim": 32, "vae_samples": 2, "batch_size": 64},
         "quick": {"vae_steps": 2000, "vae_hidden_dim": 128, "vae_samples": 5,
                   "batch_size": QUICK_TRANSITION_BATCH},
+        # The reference code's own command (its README) runs without --cf_weight: lambda = 1/n,
+        # so no VAE is trained or queried. The VAE form is the `cfcql_vae` variant.
+        "full": {"tau": 0.0},
     }
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: CFCQLContinuousConfig):
@@ -676,8 +681,13 @@ class CFCQLContinuous(OfflineAlgorithm):
                                                                      cfg.target_noise_clip)
         return (actions + noise).clamp(-1.0, 1.0) * self.action_mask
 
+    @property
+    def needs_behaviour(self) -> bool:
+        """Whether lambda depends on beta: with tau = 0 it is 1/n whatever beta says."""
+        return self.config.tau != 0.0
+
     def update(self) -> dict[str, float]:
-        if not self.behaviour_ready:
+        if not self.behaviour_ready and self.needs_behaviour:
             self.fit_behaviour()
         cfg = self.config
         batch = self.sampler.sample()
@@ -701,7 +711,10 @@ class CFCQLContinuous(OfflineAlgorithm):
             targets = batch["rewards"] + cfg.gamma * not_done * next_q.min(0).values     # (B,)
             policy_actions = self.actors(obs)
             next_policy_actions = self.actors(next_obs)
-            log_beta = self.vae.log_prob(state, policy_actions, cfg.vae_samples)   # (B, n)
+            if self.needs_behaviour:
+                log_beta = self.vae.log_prob(state, policy_actions, cfg.vae_samples)  # (B, n)
+            else:  # lambda = 1/n: no likelihood to compute
+                log_beta = torch.zeros(batch_size, n, device=state.device)
             lam = counterfactual_lambda(-log_beta, cfg.tau, cfg.sign)
             samples, log_density = self._counterfactual_samples(policy_actions, next_policy_actions)
 
@@ -719,11 +732,14 @@ class CFCQLContinuous(OfflineAlgorithm):
         metrics = {
             "td_loss": td_loss.item(), "cql_loss": (cfg.alpha * penalty).item(),
             "cql_penalty": penalty.item(), "q_data_mean": q_data.mean().item(),
-            "target_mean": targets.mean().item(), "log_beta_mean": log_beta.mean().item(),
+            "target_mean": targets.mean().item(),
             "lambda_entropy": lambda_entropy(lam).mean().item(),
             "lambda_max": lam.max(-1).values.mean().item(),
-            "critic_grad_norm": critic_grad.item(), "behaviour_loss": self.behaviour_loss,
+            "critic_grad_norm": critic_grad.item(),
         }
+        if self.needs_behaviour:
+            metrics.update(log_beta_mean=log_beta.mean().item(),
+                           behaviour_loss=self.behaviour_loss)
         round_step = self.updates % cfg.critic_updates_per_round
         if round_step == 0:
             actor_loss = counterfactual_actor_loss(self.critic, state, self.actors(obs), actions,
@@ -852,8 +868,45 @@ class _TransitionSampler:
 # Entry point
 # =================================================================================================
 def make_cfcql_sign_plus(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """Ablation: lambda with the authors' current code's sign (+1) instead of the paper's."""
-    return make_cfcql(info, dataset, **{**overrides, "sign": 1})
+    """Ablation: lambda with the authors' current code's sign (+1) instead of the paper's
+    (continuous, under ``full``: from the VAE at tau 1, as ``cfcql_vae``)."""
+    extra = {"tau": 1.0} if not info.discrete and overrides.get("protocol") == "full" else {}
+    return make_cfcql(info, dataset, **{**extra, **overrides, "sign": 1})
+
+
+def make_cfcql_vae(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
+    """Continuous variant: lambda from the behaviour VAE with the paper's sign (tau 1, the
+    code's ``--cf_tau`` default), also under ``full``, whose CFCQL runs lambda = 1/n."""
+    make_cfcql_vae.check_supports(info, dataset.dataset_id)
+    return make_cfcql(info, dataset, **{"tau": 1.0, **overrides})
+
+
+def _scaled_alpha(info: TaskInfo, dataset: MARLDataset, factor: float,
+                  overrides: dict[str, Any]) -> OfflineAlgorithm:
+    cls = CFCQLDiscrete if info.discrete else CFCQLContinuous
+    table_alpha = cls.config_for(dataset.dataset_id, overrides.get("protocol")).alpha
+    return make_cfcql(info, dataset, **{**overrides, "alpha": factor * table_alpha})
+
+
+def make_cfcql_alpha_half(info: TaskInfo, dataset: MARLDataset,
+                          **overrides: Any) -> OfflineAlgorithm:
+    """Ablation: half the per-dataset table's alpha."""
+    return _scaled_alpha(info, dataset, 0.5, overrides)
+
+
+def make_cfcql_alpha_double(info: TaskInfo, dataset: MARLDataset,
+                            **overrides: Any) -> OfflineAlgorithm:
+    """Ablation: twice the per-dataset table's alpha."""
+    return _scaled_alpha(info, dataset, 2.0, overrides)
+
+
+def _continuous_only(info: TaskInfo, dataset_id: str) -> None:
+    if info.discrete:
+        raise ValueError(f"cfcql_vae is continuous CFCQL's VAE lambda; {dataset_id} has discrete "
+                         "actions (run cfcql there, whose lambda uses the behaviour network).")
+
+
+make_cfcql_vae.check_supports = _continuous_only
 
 
 def make_cfcql_tau0(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:

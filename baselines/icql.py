@@ -51,7 +51,8 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import (ACTOR_CRITIC_CHECKPOINT, QUICK_TRANSITION_BATCH, BaseConfig,
+from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
+                   BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
 from .greedy import DeterministicActorPolicy
 from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
@@ -266,6 +267,7 @@ class ICQL(OfflineAlgorithm):
     needs_state: ClassVar[bool] = False
     Config: ClassVar[type[BaseConfig]] = ICQLConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"batch_size": QUICK_TRANSITION_BATCH}}

@@ -42,7 +42,8 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import (ACTOR_CRITIC_CHECKPOINT, QUICK_TRANSITION_BATCH, BaseConfig,
+from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
+                   BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
 from .greedy import DeterministicActorPolicy
 from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
@@ -155,6 +156,7 @@ class MACQLContinuous(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MACQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"batch_size": QUICK_TRANSITION_BATCH}}

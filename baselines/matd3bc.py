@@ -43,7 +43,8 @@ from torch import nn
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
-from .base import (ACTOR_CRITIC_CHECKPOINT, QUICK_TRANSITION_BATCH, BaseConfig,
+from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
+                   BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
 from .greedy import DeterministicActorPolicy
 from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
@@ -219,6 +220,7 @@ class MATD3BC(OfflineAlgorithm):
     needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MATD3BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"batch_size": QUICK_TRANSITION_BATCH}}

@@ -211,6 +211,7 @@ class OMARDiscrete(OfflineAlgorithm):
     needs_state: ClassVar[bool] = False
     Config: ClassVar[type[BaseConfig]] = OMARDiscreteConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
+    reference_settings: ClassVar[tuple[str, ...]] = ("batch_size",)
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_EPISODE_BATCH).
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"batch_size": QUICK_EPISODE_BATCH}}

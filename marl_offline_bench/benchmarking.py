@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .protocols import PROTOCOLS, Budget, budget_source, protocol_budget
 from .registry import DATASETS, get_dataset, nearest_ids
 
 logger = logging.getLogger(__name__)
@@ -46,62 +47,7 @@ RECORD_FORMAT = 1
 DEFAULT_OUT = Path("leaderboards")
 
 
-# -- protocols -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Budget:
-    """How long one run trains and how it is evaluated.
-
-    Attributes:
-        updates: calls to ``update()``.
-        eval_every: updates between evaluations of the learning curve.
-        eval_episodes: episodes per learning-curve evaluation (32 after OG-MARL).
-        final_episodes: episodes of the final evaluation (10x, capped where episodes are long).
-    """
-
-    updates: int
-    eval_every: int
-    eval_episodes: int
-    final_episodes: int
-
-    def __post_init__(self) -> None:
-        for name in ("updates", "eval_every", "eval_episodes", "final_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Budget.{name} must be positive, got {getattr(self, name)}")
-
-    def describe(self) -> str:
-        return (f"{self.updates} updates, evaluation every {self.eval_every} updates on "
-                f"{self.eval_episodes} episodes, final evaluation on {self.final_episodes} "
-                "episodes")
-
-
-_FAMILIES = ("equal_line", "mpe", "mamujoco", "smac")
-
-#: protocol -> family -> budget.
-#: ``smoke`` takes seconds (tests, CI). ``quick`` is what a 2-core machine affords over every
-#: dataset; MaMuJoCo's 1000-step episodes cap its final evaluation at 100 episodes.
-#: ``full`` is PROVISIONAL, read from the CFCQL reference code: pymarl's t_max of 10.05M sampled
-#: transitions at 128-episode batches is about 1.6k updates on 50-step Equal_Line episodes and
-#: about 2k on SMAC; OMAR's MPE loop is 1e5 environment steps with one update round every 100;
-#: MaMuJoCo follows OMAR's HalfCheetah runs. The algorithm owners pin these from the paper.
-PROTOCOLS: dict[str, dict[str, Budget]] = {
-    "smoke": {f: Budget(50, 25, 4, 40) for f in _FAMILIES},
-    "quick": {f: Budget(1_000, 250, 32, 100 if f == "mamujoco" else 320) for f in _FAMILIES},
-    "full": {
-        "equal_line": Budget(1_600, 100, 32, 320),
-        "smac": Budget(2_000, 100, 32, 320),
-        "mpe": Budget(1_000, 50, 32, 320),
-        "mamujoco": Budget(200_000, 5_000, 32, 320),
-    },
-}
-
-
-def protocol_budget(protocol: str, dataset_id: str) -> Budget:
-    """The budget of ``protocol`` for a dataset's family."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}.")
-    return PROTOCOLS[protocol][get_dataset(dataset_id).task.family]
-
-
+# -- protocols: see marl_offline_bench.protocols ----------------------------------------------
 # -- paths and atomic files ------------------------------------------------------------------
 def record_path(out: Path, algo: str, dataset_id: str, seed: int, protocol: str) -> Path:
     # The protocol is part of the path: a smoke run must never replace a quick run's record.
@@ -657,6 +603,7 @@ def _train(job: RunJob, checkpoints: Any) -> dict[str, Any]:
         "seed": job.seed,
         "protocol": job.protocol,
         "budget": asdict(budget),
+        "budget_source": budget_source(job.protocol, job.dataset_id),
         "config": config,
         "device": job.device,
         "commit": git_commit(),

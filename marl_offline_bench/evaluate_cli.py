@@ -15,6 +15,9 @@ from typing import Any
 
 from .benchmarking import DEFAULT_OUT, PROTOCOLS
 
+#: The suite's own run records (in a checkout), a source of measured rates for --dry-run.
+PUBLISHED_RECORDS = Path(__file__).resolve().parents[1] / "leaderboards"
+
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
     overrides = {}
@@ -90,9 +93,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    executor = _ray_executor(args)
     algos = resolve_algorithms(args.algo)
     seeds = _seeds(args.seeds)
+    if args.dry_run:
+        return _dry_run(args, algos, seeds, say)
+    executor = _ray_executor(args)
     device = resolve_device(args.device) if executor is None else executor.device
     overrides = _parse_overrides(args.set or [])
     build_on_nodes = executor is not None and executor.build_on_nodes
@@ -111,7 +116,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     say(f"{counts or 'nothing to run'} in {time.time() - started:.1f}s"
         + (f"; {len(summary.unsupported)} unsupported pairing(s) skipped"
            if summary.unsupported else ""))
-    if any(o.status in ("done", "skipped", "failed") for o in summary.outcomes):
+    if not args.no_tables and any(o.status in ("done", "skipped", "failed")
+                                  for o in summary.outcomes):
         paths = write_leaderboards(out, reps=args.bootstrap_reps)
         say(f"leaderboards: {len(paths)} files under {out}")
     errors = [o for o in summary.outcomes if o.status == "error"]
@@ -120,6 +126,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise RuntimeError(f"{len(errors)} run(s) raised ({listing}); no record was written "
                            "for them and any checkpoint is kept, so the same command resumes "
                            "them once the cause is fixed.")
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, algos: list[str], seeds: list[int], say) -> int:
+    """List the runs ``evaluate`` would start, their budgets and estimated CPU-hours."""
+    from .benchmarking import check_pairing, select_datasets
+    from .costs import format_plan, plan_costs
+
+    datasets = select_datasets(args.datasets, build=False, report=say, keep_unbuilt=True)
+    pairs = {}
+    for algo in algos:
+        usable = []
+        for dataset_id in datasets:
+            try:
+                check_pairing(algo, dataset_id)
+                usable.append(dataset_id)
+            except ValueError as err:
+                say(f"skipping {algo} on {dataset_id}: {err}")
+        pairs[algo] = usable
+    plan = [run for algo in algos
+            for run in plan_costs([algo], pairs[algo], seeds, args.protocol,
+                                  [Path(args.out), PUBLISHED_RECORDS])]
+    for line in format_plan(plan, args.protocol):
+        say(line)
     return 0
 
 
@@ -148,7 +178,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="3", help="a count (3 = seeds 0,1,2) or a comma list")
     p.add_argument("--protocol", default="quick", choices=list(PROTOCOLS),
                    help="smoke: seconds (tests); quick: what a small CPU machine affords; "
-                        "full: the paper's budgets")
+                        "full: the reference code's budget, task by task")
     p.add_argument("--workers", type=int, default=1,
                    help="local worker processes (--executor local)")
     p.add_argument("--device", default="auto",
@@ -178,10 +208,16 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="algorithm config override (repeatable): KEY=VALUE for every "
                         "algorithm, ALGO.KEY=VALUE for one (e.g. cfcql.alpha=10)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs it would start with their budgets (updates, batch) and "
+                        "estimated CPU-hours, with totals per algorithm and family; run nothing")
     p.add_argument("--retry-failed", action="store_true",
                    help="redo runs recorded as failed (non-finite loss) instead of skipping them")
     p.add_argument("--no-build", action="store_true",
                    help="skip matching datasets that are not built instead of building them")
+    p.add_argument("--no-tables", action="store_true",
+                   help="write the run records only; leave the tables to a later "
+                        "`marl-bench leaderboard` (a sweep driver running many evaluates)")
     p.add_argument("--bootstrap-reps", type=int, default=2000,
                    help="bootstrap replications for the aggregate intervals")
     p.set_defaults(func=cmd_evaluate)

@@ -80,6 +80,11 @@ class DatasetEntry:
 _EPISODE_LIMITS = {"equal_line": 50, "mpe": 25, "mamujoco": 1000, "smac": 100}
 
 
+def episode_limit(family: str) -> int:
+    """The longest episode of a task family (SMAX: 100 steps on every map)."""
+    return _EPISODE_LIMITS[family]
+
+
 def _dataset_episodes(family: str) -> int:
     if family in ("equal_line", "smac"):
         return 5000

@@ -397,3 +397,18 @@ def test_make_cfcql_refuses_the_wrong_action_space():
     info = continuous_task()
     with pytest.raises(ValueError, match="continuous"):
         CFCQLDiscrete(info, continuous_dataset(info), CFCQLDiscrete.Config())
+
+
+def test_full_continuous_cfcql_runs_lambda_one_over_n_without_a_vae(mpe_cn_tiny):
+    """Under `full`, continuous CFCQL is the reference command: lambda = 1/n, no VAE fitted."""
+    from baselines.cfcql import make_cfcql, make_cfcql_vae
+
+    info, data = mpe_cn_tiny
+    algo = make_cfcql(info, data, protocol="full", batch_size=64)
+    metrics = [algo.update() for _ in range(5)]
+    assert not algo.behaviour_ready and "behaviour_loss" not in metrics[-1]
+    assert metrics[-1]["lambda_max"] == pytest.approx(1 / info.n_agents)
+    vae = make_cfcql_vae(info, data, protocol="full", batch_size=64, vae_steps=5,
+                         vae_hidden_dim=16, vae_samples=2)
+    vae.update()
+    assert vae.behaviour_ready and vae.config.tau == 1.0 and vae.config.sign == -1

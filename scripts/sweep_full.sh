@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The `full` sweep of the paper-budget leaderboards, ordered so that the most informative cells
+# finish first: seed 0 of every cell before seeds 1 and 2. Every evaluate skips recorded runs
+# and resumes killed ones from their checkpoints, so running this again picks up where it stopped.
+#
+# Run it from a git worktree checked out at a fixed commit, so that code edited meanwhile never
+# enters the sweep, writing into the main checkout's records:
+#   git worktree add ../sweep-full HEAD
+#   cd ../sweep-full && PYTHONPATH=$PWD nohup bash scripts/sweep_full.sh /path/to/main/leaderboards &
+# Then commit the new records under leaderboards/runs/full/ from the main checkout as they come
+# and regenerate the tables there (`marl-bench leaderboard`).
+set -uo pipefail
+out=${1:?usage: sweep_full.sh OUT_FOLDER [WORKERS]}
+workers=${2:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+mpe_paper='mpe-cn-random-v0,mpe-cn-medium-replay-v0,mpe-cn-medium-v0,mpe-cn-expert-v0,mpe-pp-random-v0,mpe-pp-medium-replay-v0,mpe-pp-medium-v0,mpe-pp-expert-v0,mpe-world-random-v0,mpe-world-medium-replay-v0,mpe-world-medium-v0,mpe-world-expert-v0'
+el_scaling='equal_line-n*-medium-v0,equal_line-n*-medium-replay-v0'
+lambda_sets='mpe-world-medium-replay-v0,mpe-world-expert-v0'
+run() { marl-bench evaluate --protocol full --out "$out" --workers "$workers" --no-tables "$@" \
+          || echo "sweep: evaluate $* exited $? (continuing)"; }
+for seed in 0 1 2; do
+  run --algo cfcql,bc,matd3-bc,macql --datasets "$mpe_paper" --seeds "$seed,"
+  run --algo cfcql,macql --datasets "$el_scaling" --seeds "$seed,"
+  run --algo omar --datasets "$mpe_paper" --seeds "$seed,"
+  run --algo cfcql_vae,cfcql_sign_plus,cfcql_alpha_half,cfcql_alpha_double --datasets "$lambda_sets" --seeds "$seed,"
+done
+for seed in 0 1 2; do
+  run --algo icql,maicq --datasets "$mpe_paper" --seeds "$seed,"
+  run --algo cfcql,bc,matd3-bc,macql,omar --datasets 'mpe-*-mixed-v0' --seeds "$seed,"
+done
+echo "sweep: every planned run is recorded"

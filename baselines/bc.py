@@ -82,8 +82,6 @@ def continuous_bc_loss(pred: torch.Tensor, actions: torch.Tensor,
 class BCDiscrete(OfflineAlgorithm):
     """Behaviour cloning with PyMARL's shared GRU agent, on whole episodes."""
 
-    name = "bc"
-    supports_discrete = True
     Config = BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_EPISODE_BATCH).
@@ -94,7 +92,6 @@ class BCDiscrete(OfflineAlgorithm):
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BCConfig):
         super().__init__(info, dataset, config)
-        self.check_supports(info, dataset.dataset_id)
         self.model = DiscreteBehaviour(info.obs_dim, info.n_agents, info.n_actions,
                                        config.hidden_dim).to(config.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -126,8 +123,6 @@ class BCDiscrete(OfflineAlgorithm):
 class BCContinuous(OfflineAlgorithm):
     """Behaviour cloning with per-agent deterministic actors, on transitions."""
 
-    name = "bc"
-    supports_continuous = True
     Config = BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
@@ -138,7 +133,6 @@ class BCContinuous(OfflineAlgorithm):
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BCConfig):
         super().__init__(info, dataset, config)
-        self.check_supports(info, dataset.dataset_id)
         self.actors = AgentActors(info.obs_dim, info.action_mask,
                                   config.hidden_dim).to(config.device)
         self.optimizer = torch.optim.Adam(self.actors.parameters(), lr=config.lr)
@@ -168,19 +162,5 @@ class BCContinuous(OfflineAlgorithm):
         self.sampler.rng.bit_generator.state = state["sampler_rng"]
 
 
-# -- entry point -----------------------------------------------------------------------------------
-def make_bc(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """BC for a dataset: :class:`BCDiscrete` or :class:`BCContinuous` by ``info.discrete``.
-
-    Args:
-        info: the dataset's task.
-        dataset: the loaded dataset.
-        **overrides: :class:`BCConfig` fields (``seed``, ``device``, ``lr``, ...), applied
-            after the per-dataset table.
-    """
-    cls = BCDiscrete if info.discrete else BCContinuous
-    return cls(info, dataset, cls.config_for(dataset.dataset_id, **overrides))
-
-
-__all__ = ["BCConfig", "BCDiscrete", "BCContinuous", "make_bc", "continuous_bc_loss",
+__all__ = ["BCConfig", "BCDiscrete", "BCContinuous", "continuous_bc_loss",
            "PER_DATASET"]

@@ -70,7 +70,7 @@ from .networks import (AgentActors, MixerWeights, QMixer, RNNAgent, TwinCritic, 
 
 __all__ = [
     "CFCQLDiscrete", "CFCQLContinuous", "CFCQLDiscreteConfig", "CFCQLContinuousConfig",
-    "make_cfcql", "DISCRETE_PER_DATASET", "CONTINUOUS_PER_DATASET",
+    "DISCRETE_PER_DATASET", "CONTINUOUS_PER_DATASET",
     # loss functions
     "counterfactual_lambda", "lambda_entropy", "counterfactual_joint_q",
     "counterfactual_joint_q_reference", "policy_behaviour_kl", "cfcql_discrete_penalty",
@@ -422,10 +422,6 @@ def counterfactual_actor_loss(critic: TwinCritic, state: torch.Tensor, policy_ac
 class CFCQLDiscrete(OfflineAlgorithm):
     """Discrete CFCQL(H) on PyMARL's QMIX (see the module docstring)."""
 
-    name: ClassVar[str] = "cfcql"
-    supports_discrete: ClassVar[bool] = True
-    supports_continuous: ClassVar[bool] = False
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = CFCQLDiscreteConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = DISCRETE_PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = ("batch_size",)
@@ -437,7 +433,6 @@ class CFCQLDiscrete(OfflineAlgorithm):
     }
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: CFCQLDiscreteConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, n_actions = info.n_agents, info.n_actions
@@ -598,10 +593,6 @@ class CFCQLContinuous(OfflineAlgorithm):
     ``critic_updates_per_round`` also updates the actors, and the targets move after the last.
     """
 
-    name: ClassVar[str] = "cfcql"
-    supports_discrete: ClassVar[bool] = False
-    supports_continuous: ClassVar[bool] = True
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = CFCQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = CONTINUOUS_PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
@@ -617,7 +608,6 @@ class CFCQLContinuous(OfflineAlgorithm):
     }
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: CFCQLContinuousConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, d = info.n_agents, info.action_dim
@@ -863,62 +853,3 @@ class _TransitionSampler:
         return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
                 for k, v in arrays.items()}
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_cfcql_sign_plus(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """Ablation: lambda with the authors' current code's sign (+1) instead of the paper's
-    (continuous, under ``full``: from the VAE at tau 1, as ``cfcql_vae``)."""
-    extra = {"tau": 1.0} if not info.discrete and overrides.get("protocol") == "full" else {}
-    return make_cfcql(info, dataset, **{**extra, **overrides, "sign": 1})
-
-
-def make_cfcql_vae(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """Continuous variant: lambda from the behaviour VAE with the paper's sign (tau 1, the
-    code's ``--cf_tau`` default), also under ``full``, whose CFCQL runs lambda = 1/n."""
-    make_cfcql_vae.check_supports(info, dataset.dataset_id)
-    return make_cfcql(info, dataset, **{"tau": 1.0, **overrides})
-
-
-def _scaled_alpha(info: TaskInfo, dataset: MARLDataset, factor: float,
-                  overrides: dict[str, Any]) -> OfflineAlgorithm:
-    cls = CFCQLDiscrete if info.discrete else CFCQLContinuous
-    table_alpha = cls.config_for(dataset.dataset_id, overrides.get("protocol")).alpha
-    return make_cfcql(info, dataset, **{**overrides, "alpha": factor * table_alpha})
-
-
-def make_cfcql_alpha_half(info: TaskInfo, dataset: MARLDataset,
-                          **overrides: Any) -> OfflineAlgorithm:
-    """Ablation: half the per-dataset table's alpha."""
-    return _scaled_alpha(info, dataset, 0.5, overrides)
-
-
-def make_cfcql_alpha_double(info: TaskInfo, dataset: MARLDataset,
-                            **overrides: Any) -> OfflineAlgorithm:
-    """Ablation: twice the per-dataset table's alpha."""
-    return _scaled_alpha(info, dataset, 2.0, overrides)
-
-
-def _continuous_only(info: TaskInfo, dataset_id: str) -> None:
-    if info.discrete:
-        raise ValueError(f"cfcql_vae is continuous CFCQL's VAE lambda; {dataset_id} has discrete "
-                         "actions (run cfcql there, whose lambda uses the behaviour network).")
-
-
-make_cfcql_vae.check_supports = _continuous_only
-
-
-def make_cfcql_tau0(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """Ablation: tau = 0, so lambda is uniform (1/n) over agents."""
-    return make_cfcql(info, dataset, **{**overrides, "tau": 0.0})
-
-
-def make_cfcql(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """The CFCQL learner for the dataset's action space, configured for the dataset.
-
-    Config = the class's defaults, then its per-dataset table entry for ``dataset.dataset_id``,
-    then ``overrides``.
-    """
-    cls = CFCQLDiscrete if info.discrete else CFCQLContinuous
-    return cls(info, dataset, cls.config_for(dataset.dataset_id, **overrides))

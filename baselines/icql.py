@@ -60,7 +60,7 @@ from .networks import AgentActors, AgentwiseMLP, clip_grad_norm_agentwise_, make
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
-    "ICQL", "ICQLConfig", "make_icql", "PER_DATASET", "CQL_ALPHA", "AgentwiseTwinCritic",
+    "ICQL", "ICQLConfig", "PER_DATASET", "CQL_ALPHA", "AgentwiseTwinCritic",
     # loss functions
     "uniform_action_samples", "gaussian_action_samples", "cql_action_samples", "cql_h_penalty",
     "independent_actor_loss",
@@ -260,11 +260,7 @@ class ICQL(OfflineAlgorithm):
     Subclasses change the actor's objective by overriding :meth:`actor_losses` (OMAR).
     """
 
-    name: ClassVar[str] = "icql"
     checkpoint_attributes: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_CHECKPOINT
-    supports_discrete: ClassVar[bool] = False
-    supports_continuous: ClassVar[bool] = True
-    needs_state: ClassVar[bool] = False
     Config: ClassVar[type[BaseConfig]] = ICQLConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
@@ -274,7 +270,6 @@ class ICQL(OfflineAlgorithm):
     config: ICQLConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: ICQLConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         mask = np.asarray(info.action_mask, bool)
@@ -352,19 +347,3 @@ class ICQL(OfflineAlgorithm):
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_icql(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """ICQL for a continuous dataset: defaults, then its per-dataset entry, then overrides.
-
-    Raises:
-        ValueError: the dataset's actions are discrete.
-    """
-    ICQL.check_supports(info, dataset.dataset_id)
-    return ICQL(info, dataset, ICQL.config_for(dataset.dataset_id, **overrides))
-
-
-# Lets the evaluation pipeline skip unsupported pairings before loading any data.
-make_icql.check_supports = ICQL.check_supports

@@ -54,7 +54,7 @@ from .networks import (MixerWeights, QMixer, RNNAgent, agent_input_dim, build_ag
                        hard_update, make_target, masked_argmax, masked_mean, td_lambda_targets)
 
 __all__ = [
-    "MACQLConfig", "MACQLDiscrete", "make_macql", "PER_DATASET",
+    "MACQLConfig", "MACQLDiscrete", "PER_DATASET",
     # loss functions
     "sample_joint_actions", "sampled_joint_q", "macql_penalty",
 ]
@@ -154,7 +154,6 @@ def macql_penalty(sampled_q: torch.Tensor, q_tot: torch.Tensor,
 class MACQLDiscrete(OfflineAlgorithm):
     """QMIX with a CQL(H) term over sampled joint actions (see the module docstring)."""
 
-    name: ClassVar[str] = "macql"
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (
         "agent",
         "mixer",
@@ -162,9 +161,6 @@ class MACQLDiscrete(OfflineAlgorithm):
         "target_mixer",
         "optimiser",
     )
-    supports_discrete: ClassVar[bool] = True
-    supports_continuous: ClassVar[bool] = False
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MACQLConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = ("batch_size",)
@@ -174,7 +170,6 @@ class MACQLDiscrete(OfflineAlgorithm):
     config: MACQLConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MACQLConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, n_actions = info.n_agents, info.n_actions
@@ -243,22 +238,3 @@ class MACQLDiscrete(OfflineAlgorithm):
         return RecurrentGreedyPolicy(self.agent, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_macql(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> MACQLDiscrete:
-    """The discrete MACQL learner, configured for the dataset.
-
-    Config = :class:`MACQLConfig` defaults, then :data:`PER_DATASET` for
-    ``dataset.dataset_id``, then ``overrides``.
-
-    Raises:
-        ValueError: the task has continuous actions (continuous MACQL is a separate module,
-            ``baselines.macql_continuous``).
-    """
-    if not info.discrete:
-        raise ValueError(f"baselines.macql handles discrete actions only, and {dataset.dataset_id} "
-                         "has continuous ones; use the continuous MACQL in "
-                         "baselines.macql_continuous.")
-    return MACQLDiscrete(info, dataset, MACQLDiscrete.config_for(dataset.dataset_id, **overrides))

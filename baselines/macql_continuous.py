@@ -51,7 +51,7 @@ from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
 from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
 from .sampling_continuous import continuous_per_dataset
 
-__all__ = ["MACQLContinuous", "MACQLContinuousConfig", "make_macql_continuous", "PER_DATASET",
+__all__ = ["MACQLContinuous", "MACQLContinuousConfig", "PER_DATASET",
            "joint_action_samples", "centralised_actor_loss"]
 
 
@@ -149,11 +149,7 @@ class MACQLContinuous(OfflineAlgorithm):
     ``critic_updates_per_round`` also updates the actors, and the targets move after the last.
     """
 
-    name: ClassVar[str] = "macql"
     checkpoint_attributes: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_CHECKPOINT
-    supports_discrete: ClassVar[bool] = False
-    supports_continuous: ClassVar[bool] = True
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MACQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
@@ -163,7 +159,6 @@ class MACQLContinuous(OfflineAlgorithm):
     config: MACQLContinuousConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MACQLContinuousConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         mask = np.asarray(info.action_mask, bool)
@@ -232,17 +227,3 @@ class MACQLContinuous(OfflineAlgorithm):
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_macql_continuous(info: TaskInfo, dataset: MARLDataset,
-                          **overrides: Any) -> OfflineAlgorithm:
-    """Continuous MACQL for a dataset: defaults, then its per-dataset entry, then overrides.
-
-    Raises:
-        ValueError: the dataset's actions are discrete.
-    """
-    MACQLContinuous.check_supports(info, dataset.dataset_id)
-    return MACQLContinuous(info, dataset, MACQLContinuous.config_for(dataset.dataset_id,
-                                                                     **overrides))

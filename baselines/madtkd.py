@@ -70,7 +70,7 @@ from .behaviour import masked_log_softmax
 from .networks import masked_argmax, masked_mean
 
 __all__ = [
-    "MADTKDConfig", "MADTKDDiscrete", "make_madtkd", "PER_DATASET",
+    "MADTKDConfig", "MADTKDDiscrete", "PER_DATASET",
     "DecisionTransformer", "DecisionTransformerPolicy",
     # windows of episodes and the two models' inputs
     "Windows", "cut_windows", "student_inputs", "teacher_inputs",
@@ -372,10 +372,6 @@ class DecisionTransformerPolicy:
 class MADTKDDiscrete(OfflineAlgorithm):
     """Decision-transformer students distilled from a centralised teacher (module docstring)."""
 
-    name: ClassVar[str] = "madtkd"
-    supports_discrete: ClassVar[bool] = True
-    supports_continuous: ClassVar[bool] = False
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MADTKDConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     # The teacher's cross-entropy pre-training scales with the protocol's update budget; under
@@ -387,7 +383,6 @@ class MADTKDDiscrete(OfflineAlgorithm):
     config: MADTKDConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MADTKDConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, n_actions, obs_dim = info.n_agents, info.n_actions, info.obs_dim
@@ -513,22 +508,3 @@ class MADTKDDiscrete(OfflineAlgorithm):
         self.window_rng.bit_generator.state = state["window_rng"]
         torch.set_rng_state(state["torch_rng"])
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_madtkd(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> MADTKDDiscrete:
-    """The discrete MADTKD learner, configured for the dataset.
-
-    Config = :class:`MADTKDConfig` defaults, then :data:`PER_DATASET` for ``dataset.dataset_id``,
-    then ``overrides``.
-
-    Raises:
-        ValueError: the task has continuous actions (this MADTKD predicts discrete actions).
-    """
-    MADTKDDiscrete.check_supports(info, dataset.dataset_id)
-    return MADTKDDiscrete(info, dataset, MADTKDDiscrete.config_for(dataset.dataset_id, **overrides))
-
-
-# Lets the evaluation pipeline skip unsupported pairings before loading any data.
-make_madtkd.check_supports = MADTKDDiscrete.check_supports

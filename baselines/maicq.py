@@ -63,7 +63,7 @@ from .networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_updat
                        masked_mean, td_lambda_targets)
 
 __all__ = [
-    "MAICQConfig", "MAICQDiscrete", "make_maicq", "PER_DATASET",
+    "MAICQConfig", "MAICQDiscrete", "PER_DATASET",
     "ICQCritic", "DecomposedMixer",
     # loss functions
     "batch_softmax_weights", "implicit_constraint_values", "maicq_actor_loss",
@@ -259,7 +259,6 @@ def maicq_actor_loss(log_pi_taken: torch.Tensor, advantages: torch.Tensor, k: to
 class MAICQDiscrete(OfflineAlgorithm):
     """Discrete MAICQ: decomposed critic with implicit-constraint targets, weighted BC actor."""
 
-    name: ClassVar[str] = "maicq"
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (
         "actor",
         "critic",
@@ -269,15 +268,11 @@ class MAICQDiscrete(OfflineAlgorithm):
         "actor_optimiser",
         "critic_optimiser",
     )
-    supports_discrete: ClassVar[bool] = True
-    supports_continuous: ClassVar[bool] = False
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MAICQConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     config: MAICQConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MAICQConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, n_actions = info.n_agents, info.n_actions
@@ -371,20 +366,3 @@ class MAICQDiscrete(OfflineAlgorithm):
         return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_maicq(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> MAICQDiscrete:
-    """The discrete MAICQ learner, configured for the dataset.
-
-    Config = :class:`MAICQConfig` defaults, then :data:`PER_DATASET` for ``dataset.dataset_id``,
-    then ``overrides``.
-
-    Raises:
-        ValueError: the task has continuous actions (the continuous MAICQ is a separate module).
-    """
-    if not info.discrete:
-        raise ValueError(f"baselines.maicq handles discrete actions only, and {dataset.dataset_id} "
-                         "has continuous ones; use the continuous MAICQ for it.")
-    return MAICQDiscrete(info, dataset, MAICQDiscrete.config_for(dataset.dataset_id, **overrides))

@@ -57,7 +57,7 @@ from .networks import (AgentwiseMLP, clip_grad_norm_agentwise_, make_target, mas
 from .sampling_continuous import WindowSampler, continuous_per_dataset
 
 __all__ = [
-    "MAICQContinuous", "MAICQContinuousConfig", "make_maicq_continuous", "PER_DATASET",
+    "MAICQContinuous", "MAICQContinuousConfig", "PER_DATASET",
     "GaussianActors", "AgentQNetworks", "MAICQMixer",
     # loss functions
     "batch_softmax_weights", "implicit_constraint_values", "maicq_critic_loss",
@@ -284,7 +284,6 @@ def maicq_actor_loss(log_pi: torch.Tensor, advantages: torch.Tensor, k: torch.Te
 class MAICQContinuous(OfflineAlgorithm):
     """MAICQ with per-agent Gaussian policies and a decomposed critic (see the module docstring)."""
 
-    name: ClassVar[str] = "maicq"
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (
         "actors",
         "agent_qs",
@@ -294,15 +293,11 @@ class MAICQContinuous(OfflineAlgorithm):
         "actor_optimiser",
         "critic_optimiser",
     )
-    supports_discrete: ClassVar[bool] = False
-    supports_continuous: ClassVar[bool] = True
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MAICQContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     config: MAICQContinuousConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MAICQContinuousConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, mask = info.n_agents, np.asarray(info.action_mask, bool)
@@ -376,17 +371,3 @@ class MAICQContinuous(OfflineAlgorithm):
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_maicq_continuous(info: TaskInfo, dataset: MARLDataset,
-                          **overrides: Any) -> OfflineAlgorithm:
-    """Continuous MAICQ for a dataset: defaults, then its per-dataset entry, then overrides.
-
-    Raises:
-        ValueError: the dataset's actions are discrete.
-    """
-    MAICQContinuous.check_supports(info, dataset.dataset_id)
-    return MAICQContinuous(info, dataset, MAICQContinuous.config_for(dataset.dataset_id,
-                                                                     **overrides))

@@ -51,7 +51,7 @@ from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_t
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
-    "MATD3BC", "MATD3BCConfig", "make_matd3bc", "PER_DATASET", "ObservationNormaliser",
+    "MATD3BC", "MATD3BCConfig", "PER_DATASET", "ObservationNormaliser",
     "NormalisedActors",
     # loss functions
     "target_policy_smoothing", "twin_td_targets", "twin_td_loss", "td3bc_lambda",
@@ -212,12 +212,8 @@ def td3bc_actor_loss(q_policy: torch.Tensor, policy_actions: torch.Tensor,
 class MATD3BC(OfflineAlgorithm):
     """TD3+BC with per-agent actors and a centralised twin critic (see the module docstring)."""
 
-    name: ClassVar[str] = "matd3-bc"
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (*ACTOR_CRITIC_CHECKPOINT, "obs_norm",
                                                         "state_norm")
-    supports_discrete: ClassVar[bool] = False
-    supports_continuous: ClassVar[bool] = True
-    needs_state: ClassVar[bool] = True
     Config: ClassVar[type[BaseConfig]] = MATD3BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
@@ -227,7 +223,6 @@ class MATD3BC(OfflineAlgorithm):
     config: MATD3BCConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MATD3BCConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         mask = np.asarray(info.action_mask, bool)
@@ -294,19 +289,3 @@ class MATD3BC(OfflineAlgorithm):
         return DeterministicActorPolicy(NormalisedActors(self.obs_norm, self.actors),
                                         self.config.device)
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_matd3bc(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OfflineAlgorithm:
-    """MATD3-BC for a continuous dataset: defaults, then its per-dataset entry, then overrides.
-
-    Raises:
-        ValueError: the dataset's actions are discrete.
-    """
-    MATD3BC.check_supports(info, dataset.dataset_id)
-    return MATD3BC(info, dataset, MATD3BC.config_for(dataset.dataset_id, **overrides))
-
-
-# Lets the evaluation pipeline skip unsupported pairings before loading any data.
-make_matd3bc.check_supports = MATD3BC.check_supports

@@ -44,7 +44,7 @@ from .base import BaseConfig, OfflineAlgorithm
 from .icql import CQL_ALPHA, ICQL, ICQLConfig
 from .sampling_continuous import continuous_per_dataset
 
-__all__ = ["OMARContinuous", "OMARConfig", "make_omar_continuous", "PER_DATASET",
+__all__ = ["OMARContinuous", "OMARConfig", "PER_DATASET",
            "cem_rectified_actions", "omar_actor_loss"]
 
 
@@ -191,7 +191,6 @@ def omar_actor_loss(q1_policy: torch.Tensor, policy_actions: torch.Tensor, a_hat
 class OMARContinuous(ICQL):
     """ICQL's critics and schedule; actors trained by :func:`omar_actor_loss`."""
 
-    name: ClassVar[str] = "omar"
     Config: ClassVar[type[BaseConfig]] = OMARConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     config: OMARConfig
@@ -224,17 +223,3 @@ class OMARContinuous(ICQL):
                             a_hat.flatten(0, 1), policy_actions.detach().flatten(0, 1)
                         ).mean().item()}
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_omar_continuous(info: TaskInfo, dataset: MARLDataset,
-                         **overrides: Any) -> OfflineAlgorithm:
-    """Continuous OMAR for a dataset: defaults, then its per-dataset entry, then overrides.
-
-    Raises:
-        ValueError: the dataset's actions are discrete (see ``omar_discrete.py``).
-    """
-    OMARContinuous.check_supports(info, dataset.dataset_id)
-    return OMARContinuous(info, dataset, OMARContinuous.config_for(dataset.dataset_id,
-                                                                   **overrides))

@@ -60,7 +60,7 @@ from .networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_updat
                        masked_argmax, masked_fill_unavailable, masked_mean, td_lambda_targets)
 
 __all__ = [
-    "OMARDiscreteConfig", "OMARDiscrete", "make_omar_discrete", "PER_DATASET",
+    "OMARDiscreteConfig", "OMARDiscrete", "PER_DATASET",
     # loss functions
     "independent_cql_penalty", "rectification_target", "omar_actor_loss",
     "per_agent_td_lambda_targets",
@@ -198,7 +198,6 @@ def omar_actor_loss(logits: torch.Tensor, qs: torch.Tensor, target_actions: torc
 class OMARDiscrete(OfflineAlgorithm):
     """Discrete OMAR: per-agent CQL critics and rectified softmax actors (module docstring)."""
 
-    name: ClassVar[str] = "omar"
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (
         "actor",
         "critic",
@@ -206,9 +205,6 @@ class OMARDiscrete(OfflineAlgorithm):
         "actor_optimiser",
         "critic_optimiser",
     )
-    supports_discrete: ClassVar[bool] = True
-    supports_continuous: ClassVar[bool] = False
-    needs_state: ClassVar[bool] = False
     Config: ClassVar[type[BaseConfig]] = OMARDiscreteConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = ("batch_size",)
@@ -218,7 +214,6 @@ class OMARDiscrete(OfflineAlgorithm):
     config: OMARDiscreteConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: OMARDiscreteConfig):
-        self.check_supports(info, dataset.dataset_id)
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, n_actions = info.n_agents, info.n_actions
@@ -291,22 +286,3 @@ class OMARDiscrete(OfflineAlgorithm):
         return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
-
-# =================================================================================================
-# Entry point
-# =================================================================================================
-def make_omar_discrete(info: TaskInfo, dataset: MARLDataset, **overrides: Any) -> OMARDiscrete:
-    """The discrete OMAR learner, configured for the dataset.
-
-    Config = :class:`OMARDiscreteConfig` defaults, then :data:`PER_DATASET` for
-    ``dataset.dataset_id``, then ``overrides``.
-
-    Raises:
-        ValueError: the task has continuous actions (OMAR's continuous form is not in this
-            module).
-    """
-    if not info.discrete:
-        raise ValueError(f"baselines.omar_discrete handles discrete actions only, and "
-                         f"{dataset.dataset_id} has continuous ones; use a continuous OMAR "
-                         "implementation for it.")
-    return OMARDiscrete(info, dataset, OMARDiscrete.config_for(dataset.dataset_id, **overrides))

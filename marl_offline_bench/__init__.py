@@ -8,12 +8,17 @@ Typical use::
     mob.normalized_score("equal_line-n6-random-v0", returns)
     env = mob.make_env(data.task_id)                # a PettingZoo ParallelEnv
 """
+from .algorithms import (AlgorithmSpec, BaseConfig, OfflineAlgorithm, Unsupported,
+                         algorithm_names, algorithm_registry, build_algorithm, display_name,
+                         get_algorithm)
 from .api import dataset_card, list_datasets, load
 from .collect import RandomPolicy, collect_dataset, rollout
 from .dataset import EpisodeArrays, EpisodeBatch, MARLDataset
+from .envs import TaskInfo, task_info
 from .envs import make_env as _make_env
 from .envs import make_vec_env as _make_vec_env
 from .evaluation import EvaluationResult, evaluate_policy
+from .protocols import PROTOCOLS, REFERENCE, Budget, protocol_budget
 from .registry import DATASETS, QUALITIES, TASKS, get_dataset, get_task, reference_scores
 from .scores import normalized_score
 from .storage import CorruptDatasetError
@@ -38,5 +43,9 @@ __all__ = [
     "get_dataset", "get_task",
     # environments and scoring
     "make_env", "make_vec_env", "evaluate_policy", "EvaluationResult", "normalized_score",
-    "reference_scores", "rollout", "RandomPolicy",
+    "reference_scores", "rollout", "RandomPolicy", "TaskInfo", "task_info",
+    # algorithms and protocols
+    "OfflineAlgorithm", "BaseConfig", "AlgorithmSpec", "Unsupported", "algorithm_registry",
+    "algorithm_names", "get_algorithm", "build_algorithm", "display_name", "PROTOCOLS",
+    "REFERENCE", "Budget", "protocol_budget",
 ]

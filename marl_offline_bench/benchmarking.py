@@ -18,11 +18,12 @@ from its last checkpoint (taken at every evaluation); a run whose update metrics
 finite is recorded as ``"failed"`` with the update and the reason, and is not scored. Other
 exceptions (a bug, a kill) leave no record, only the checkpoint, so a re-run resumes them.
 
-This module imports :mod:`baselines` only inside functions, so that the library never depends
-on the baselines at import time.
+Algorithms are found through :mod:`marl_offline_bench.algorithms` (a package entry point), so
+the library never imports the packages that provide them.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import logging
@@ -38,6 +39,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .algorithms import (Unsupported, algorithm_names, build_algorithm, get_algorithm,
+                         resolve_algorithms)
 from .protocols import PROTOCOLS, Budget, budget_source, protocol_budget
 from .registry import DATASETS, get_dataset, nearest_ids
 
@@ -216,41 +219,29 @@ class RunLock:
             self.held = False
 
 
-# -- algorithms ------------------------------------------------------------------------------
-def algorithm_names() -> list[str]:
-    from baselines import algorithm_names as names
-
-    return names()
-
-
-def resolve_algorithms(spec: str) -> list[str]:
-    """``"all"``, one name or a comma list -> registered names (unknown names raise KeyError)."""
-    from baselines import ABLATIONS, ALGORITHMS
-
-    names = algorithm_names() if spec == "all" else [s.strip() for s in spec.split(",") if s]
-    for name in names:
-        if name not in ALGORITHMS and name not in ABLATIONS:
-            raise KeyError(f"Unknown algorithm {name!r}; valid: {', '.join(sorted(ALGORITHMS))}"
-                           f" (or 'all'), and the ablations {', '.join(sorted(ABLATIONS))}.")
-    if not names:
-        raise ValueError("--algo is empty; give a registered name or 'all'.")
-    return names
-
-
+# -- algorithms: see marl_offline_bench.algorithms ---------------------------------------------
 def check_pairing(algo: str, dataset_id: str) -> None:
-    """Raise ValueError naming both when ``algo`` declares it cannot run on ``dataset_id``.
-
-    Uses the factory's ``check_supports`` when it has one; factories without it are checked
-    when the algorithm is built (see :func:`run_job`).
-    """
-    from baselines import get_algorithm
-
+    """Raise :class:`Unsupported` naming both when ``algo`` declares no learner for the
+    dataset's action kind (known from its spec, before any data is loaded)."""
     from .envs import task_info
 
-    factory = get_algorithm(algo)
-    check = getattr(factory, "check_supports", None)
-    if callable(check):
-        check(task_info(get_dataset(dataset_id).task_id), dataset_id)
+    get_algorithm(algo).check_supports(task_info(get_dataset(dataset_id).task_id), dataset_id)
+
+
+def check_overrides(algo: str, dataset_id: str, overrides: dict[str, Any]) -> None:
+    """Raise ValueError naming the algorithm and the key when ``--set`` gives a setting the
+    algorithm's config does not have on this dataset's action kind."""
+    from .envs import task_info
+
+    info = task_info(get_dataset(dataset_id).task_id)
+    fields = get_algorithm(algo).algorithm_class(info.discrete).config_fields()
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        near = {k: difflib.get_close_matches(k, fields, n=1) for k in unknown}
+        hints = "; ".join(f"{k!r}" + (f" (did you mean {m[0]!r}?)" if m else "")
+                          for k, m in near.items())
+        raise ValueError(f"--set: {algo} has no setting {hints} on {dataset_id}; its "
+                         f"settings are {', '.join(sorted(fields))}.")
 
 
 # -- datasets ----------------------------------------------------------------------------------
@@ -359,21 +350,6 @@ class RunOutcome:
 
 class NonFiniteLoss(RuntimeError):
     """An update returned a NaN or infinite metric."""
-
-
-class Unsupported(ValueError):
-    """The algorithm's ``check_supports`` refused the dataset."""
-
-
-def _raised_by_check_supports(err: BaseException) -> bool:
-    """Whether an exception came out of an algorithm's ``check_supports`` (possibly called
-    from its constructor), as opposed to, say, a config validation error."""
-    tb = err.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "check_supports":
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def _same_protocol(record: dict[str, Any], job: RunJob) -> bool:
@@ -557,22 +533,15 @@ def _final_score(record: dict[str, Any]) -> float | None:
 def _train(job: RunJob, checkpoints: Any) -> dict[str, Any]:
     """Train ``job`` to its record (status ``done``, or ``failed`` on a non-finite loss),
     resuming from and saving to ``checkpoints``. Other exceptions propagate."""
-    from baselines import get_algorithm
-
     from .collect import git_commit, package_versions
     from .envs import task_info
 
     entry = get_dataset(job.dataset_id)
     info = task_info(entry.task_id)
+    get_algorithm(job.algo).check_supports(info, job.dataset_id)
     dataset = _load_dataset(job.dataset_id)
-    try:
-        algo = get_algorithm(job.algo)(info, dataset, seed=job.seed, device=job.device,
-                                       protocol=job.protocol, **job.overrides)
-        type(algo).check_supports(info, job.dataset_id)
-    except ValueError as err:
-        if _raised_by_check_supports(err):
-            raise Unsupported(str(err)) from err
-        raise
+    algo = build_algorithm(job.algo, info, dataset, protocol=job.protocol, seed=job.seed,
+                           device=job.device, **job.overrides)
     config = algo.config.to_dict()
     budget = job.budget
 
@@ -720,10 +689,11 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
         for dataset_id in datasets:
             try:
                 check_pairing(algo, dataset_id)
-            except ValueError as err:
+            except Unsupported as err:
                 unsupported.append(f"{algo} on {dataset_id}: {err}")
                 say(f"skipping {algo} on {dataset_id}: {err}")
                 continue
+            check_overrides(algo, dataset_id, mine)
             budget = protocol_budget(protocol, dataset_id)
             jobs += [RunJob(algo, dataset_id, seed, protocol, budget, str(out), device,
                             dict(mine), retry_failed) for seed in seeds]

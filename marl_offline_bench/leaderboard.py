@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .algorithms import display_name, is_ablation
 from .registry import DATASETS, get_dataset, recorded_statistics, reference_scores
 
 logger = logging.getLogger(__name__)
@@ -112,9 +113,7 @@ def _format_cell(summary: dict[str, Any], show_seeds: bool) -> str:
 
 def _column_order(algos: list[str]) -> list[str]:
     """CFCQL first, then the baselines alphabetically, then the ablations."""
-    from baselines import ABLATIONS
-
-    return sorted(algos, key=lambda a: (a != "cfcql", a in ABLATIONS, a))
+    return sorted(algos, key=lambda a: (a != "cfcql", is_ablation(a), a))
 
 
 def data_score(dataset_id: str) -> float | None:
@@ -160,8 +159,6 @@ def family_table(runs: pd.DataFrame, column: str = "score", scale: float = 1.0,
             text = "" if cell is None else _format_cell(cell._asdict(), show_seeds)
             row[algo] = f"**{text}**" if best is not None and means.get(algo) == best else text
         display_rows.append(row)
-    from baselines import display_name
-
     columns = ["dataset"] + (["data"] if data_column else []) + algos
     display = pd.DataFrame(display_rows, columns=columns)
     return display.rename(columns={a: display_name(a) for a in algos}), long
@@ -191,8 +188,6 @@ def quality_table(long: pd.DataFrame) -> pd.DataFrame:
             cells = mine[mine.algo == algo]
             row[algo] = f"{cells['mean'].mean():.1f}" if len(cells) == len(datasets) else ""
         rows.append(row)
-    from baselines import display_name
-
     table = pd.DataFrame(rows, columns=["quality", "datasets", "data"] + algos)
     return table.rename(columns={a: display_name(a) for a in algos})
 
@@ -200,10 +195,8 @@ def quality_table(long: pd.DataFrame) -> pd.DataFrame:
 def _rankable_means(cells: pd.DataFrame) -> dict[str, float]:
     """The cells' means as printed (2 decimals), ablations left out: they are CFCQL variants,
     not contenders."""
-    from baselines import ABLATIONS
-
     return {c.algo: round(float(c.mean), 2) for c in cells.itertuples(index=False)
-            if c.algo not in ABLATIONS and c.mean is not None and pd.notna(c.mean)}
+            if not is_ablation(c.algo) and c.mean is not None and pd.notna(c.mean)}
 
 
 def _contests(long: pd.DataFrame) -> list[dict[str, float]]:
@@ -216,9 +209,7 @@ def best_counts(long: pd.DataFrame,
                 contests: list[dict[str, float]] | None = None) -> dict[str, int]:
     """For each algorithm (ablations aside), the datasets on which its mean is the highest as
     printed (ties count for all). ``contests``: :func:`_contests` of ``long``, if at hand."""
-    from baselines import ABLATIONS
-
-    counts = {a: 0 for a in _column_order(list(long.algo.unique())) if a not in ABLATIONS}
+    counts = {a: 0 for a in _column_order(list(long.algo.unique())) if not is_ablation(a)}
     for means in _contests(long) if contests is None else contests:
         for algo, mean in means.items():
             counts[algo] += mean == max(means.values())
@@ -491,8 +482,6 @@ def _budget_text(budgets: list[tuple[int, int, int, int]]) -> str:
 def coverage_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """Finished runs of one protocol per algorithm (rows) and family (columns), as
     "<datasets> / <runs>" with the registry's dataset count in the header."""
-    from baselines import display_name
-
     done = runs[(runs.protocol == protocol) & (runs.status == "done")]
     families = sorted(done.family.unique())
     registered = {f: sum(1 for e in DATASETS.values() if e.task.family == f) for f in families}
@@ -563,8 +552,6 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
                           "where it ran on every task of that quality):", "",
                           markdown_table(quality_table(long)), ""]
             if long.algo.nunique() >= 2:
-                from baselines import display_name
-
                 contests = _contests(long)
                 counts = best_counts(long, contests)
                 lines += ["Highest mean (bold) on: " + ", ".join(

@@ -166,9 +166,11 @@ def test_bad_input_is_a_clear_error(built, monkeypatch, capsys):
 
 
 def test_unsupported_pairing_is_skipped_with_both_names(built, monkeypatch, capsys):
-    from baselines import ALGORITHMS
+    from marl_offline_bench import AlgorithmSpec, algorithm_registry
 
-    monkeypatch.setitem(ALGORITHMS, "bc_cont", "baselines.bc:BCContinuous")
+    monkeypatch.setitem(algorithm_registry(), "bc_cont",
+                        AlgorithmSpec("bc_cont", "BC (continuous only)",
+                                      continuous="baselines.bc:BCContinuous"))
     out = built / "lb"
     assert main(["evaluate", "--algo", "bc_cont", "--protocol", "smoke", "--seeds", "1",
                  "--out", str(out)]) == 0

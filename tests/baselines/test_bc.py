@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
-from baselines.bc import BCContinuous, BCDiscrete, continuous_bc_loss, make_bc
+from baselines.bc import BCContinuous, BCDiscrete, continuous_bc_loss
 from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
 from marl_offline_bench.envs import TaskInfo, task_info
 
@@ -49,11 +50,11 @@ def continuous_dataset(episodes=16, length=5, seed=0):
 
 
 def test_factory_picks_by_action_space_and_applies_tables(equal_line):
-    algo = make_bc(task_info("equal_line-n2"), equal_line, seed=3, lr=1e-2)
+    algo = build_algorithm("bc", task_info("equal_line-n2"), equal_line, seed=3, lr=1e-2)
     assert isinstance(algo, BCDiscrete) and algo.config.seed == 3 and algo.config.lr == 1e-2
     info, dataset = continuous_dataset()
-    assert isinstance(make_bc(info, dataset), BCContinuous)
-    assert make_bc(info, dataset).config.lr == 1e-3  # the MPE entry of the per-dataset table
+    assert isinstance(build_algorithm("bc", info, dataset), BCContinuous)
+    assert build_algorithm("bc", info, dataset).config.lr == 1e-3  # the MPE entry of the per-dataset table
     mujoco = BCContinuous.config_for("mamujoco-halfcheetah_2x3-expert-v0")
     assert (mujoco.hidden_dim, mujoco.transition_batch_size) == (256, 256)
     with pytest.raises(ValueError, match="lr must be positive"):
@@ -62,7 +63,7 @@ def test_factory_picks_by_action_space_and_applies_tables(equal_line):
 
 def test_discrete_bc_learns_a_constant_action(equal_line):
     equal_line.episodes_data.actions[:] = 7
-    algo = make_bc(task_info("equal_line-n2"), equal_line, episode_batch_size=8, lr=1e-2)
+    algo = build_algorithm("bc", task_info("equal_line-n2"), equal_line, episode_batch_size=8, lr=1e-2)
     first = algo.update()["bc_loss"]
     for _ in range(40):
         last = algo.update()["bc_loss"]
@@ -75,7 +76,7 @@ def test_discrete_bc_learns_a_constant_action(equal_line):
 
 def test_continuous_bc_fits_and_keeps_padding_zero():
     info, dataset = continuous_dataset()
-    algo = make_bc(info, dataset, transition_batch_size=64, lr=1e-2)
+    algo = build_algorithm("bc", info, dataset, transition_batch_size=64, lr=1e-2)
     for _ in range(300):
         metrics = algo.update()
     assert metrics["bc_loss"] < 5e-3
@@ -100,13 +101,13 @@ def test_state_dict_resumes_exactly_through_weights_only_load(kind, equal_line):
         info, dataset, extra = task_info("equal_line-n2"), equal_line, {"episode_batch_size": 8}
     else:
         (info, dataset), extra = continuous_dataset(), {"transition_batch_size": 32}
-    a = make_bc(info, dataset, seed=1, **extra)
+    a = build_algorithm("bc", info, dataset, seed=1, **extra)
     for _ in range(5):
         a.update()
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
-    b = make_bc(info, dataset, seed=1, **extra)
+    b = build_algorithm("bc", info, dataset, seed=1, **extra)
     b.load_state_dict(torch.load(buffer, weights_only=True))
     for _ in range(3):
         assert a.update() == b.update()

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 from baselines.cfcql import (CONTINUOUS_PER_DATASET, DISCRETE_PER_DATASET, CFCQLContinuous,
                              CFCQLDiscrete, cfcql_continuous_penalty, cfcql_discrete_penalty,
                              counterfactual_actor_loss, counterfactual_joint_actions,
                              counterfactual_joint_q, counterfactual_joint_q_reference,
-                             counterfactual_lambda, lambda_entropy, make_cfcql,
+                             counterfactual_lambda, lambda_entropy,
                              policy_behaviour_kl)
 from baselines.greedy import RecurrentGreedyPolicy
 from baselines.networks import (AgentActors, QMixer, RNNAgent, TwinCritic, UNAVAILABLE_Q,
@@ -309,13 +310,13 @@ def test_discrete_smoke_on_equal_line(monkeypatch, tmp_path):
     mob.collect_dataset("equal_line-n2-random-v0", episodes=8, show_progress=False)
     data = mob.load("equal_line-n2-random-v0", build=False)
     info = task_info("equal_line-n2")
-    algo = make_cfcql(info, data, **TINY_DISCRETE)
+    algo = build_algorithm("cfcql", info, data, **TINY_DISCRETE)
     assert isinstance(algo, CFCQLDiscrete) and algo.config.alpha == 50.0
     for _ in range(3):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "lambda_entropy"} <= set(metrics)
     state = _round_trip(algo)
-    twin = make_cfcql(info, data, **TINY_DISCRETE)
+    twin = build_algorithm("cfcql", info, data, **TINY_DISCRETE)
     twin.load_state_dict(state)
     assert twin.behaviour_ready and twin.updates == 3
     resumed = twin.update()
@@ -393,22 +394,14 @@ def test_config_rejects_bad_values():
         CFCQLContinuous.Config(num_sampled_actions=0)
 
 
-def test_make_cfcql_refuses_the_wrong_action_space():
-    info = continuous_task()
-    with pytest.raises(ValueError, match="continuous"):
-        CFCQLDiscrete(info, continuous_dataset(info), CFCQLDiscrete.Config())
-
-
 def test_full_continuous_cfcql_runs_lambda_one_over_n_without_a_vae(mpe_cn_tiny):
     """Under `full`, continuous CFCQL is the reference command: lambda = 1/n, no VAE fitted."""
-    from baselines.cfcql import make_cfcql, make_cfcql_vae
-
     info, data = mpe_cn_tiny
-    algo = make_cfcql(info, data, protocol="full", batch_size=64)
+    algo = build_algorithm("cfcql", info, data, protocol="full", batch_size=64)
     metrics = [algo.update() for _ in range(5)]
     assert not algo.behaviour_ready and "behaviour_loss" not in metrics[-1]
     assert metrics[-1]["lambda_max"] == pytest.approx(1 / info.n_agents)
-    vae = make_cfcql_vae(info, data, protocol="full", batch_size=64, vae_steps=5,
+    vae = build_algorithm("cfcql_vae", info, data, protocol="full", batch_size=64, vae_steps=5,
                          vae_hidden_dim=16, vae_samples=2)
     vae.update()
     assert vae.behaviour_ready and vae.config.tau == 1.0 and vae.config.sign == -1

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.icql import (ICQL, PER_DATASET, AgentwiseTwinCritic, cql_action_samples,
-                            cql_h_penalty, gaussian_action_samples, make_icql,
+                            cql_h_penalty, gaussian_action_samples,
                             uniform_action_samples)
 from marl_offline_bench.registry import DATASETS
 
@@ -111,13 +112,13 @@ def test_per_dataset_table_holds_the_codes_alpha():
 
 def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
-    algo = make_icql(info, data, **TINY)
+    algo = build_algorithm("icql", info, data, **TINY)
     assert isinstance(algo, ICQL) and algo.config.alpha == 0.5          # mpe-cn random
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all() and "actor_loss" in metrics
     state = _round_trip(algo.state_dict())
-    twin = make_icql(info, data, **TINY)
+    twin = build_algorithm("icql", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()
     torch.set_rng_state(state["torch_rng"])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
-from baselines.macql import (PER_DATASET, MACQLDiscrete, macql_penalty, make_macql,
+from baselines.macql import (PER_DATASET, MACQLDiscrete, macql_penalty,
                              sample_joint_actions, sampled_joint_q)
 from baselines.networks import QMixer, build_agent_inputs
 from marl_offline_bench.envs import task_info
@@ -110,14 +111,14 @@ def _round_trip(algo):
 
 def test_smoke_on_equal_line(equal_line):
     info = task_info("equal_line-n2")
-    algo = make_macql(info, equal_line, **TINY)
+    algo = build_algorithm("macql", info, equal_line, **TINY)
     assert isinstance(algo, MACQLDiscrete) and algo.config.alpha == 5.0
     for _ in range(20):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "q_taken_mean"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
     state = _round_trip(algo)
-    twin = make_macql(info, equal_line, **TINY)
+    twin = build_algorithm("macql", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.updates == 20
     resumed = twin.update()
@@ -134,5 +135,3 @@ def test_config_table_and_action_space_checks():
     with pytest.raises(ValueError, match="alpha"):
         MACQLDiscrete.Config(alpha=-1.0)
     info = continuous_task()
-    with pytest.raises(ValueError, match="macql_continuous"):
-        make_macql(info, continuous_dataset(info))

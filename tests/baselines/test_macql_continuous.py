@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.cfcql import counterfactual_joint_actions
 from baselines.macql_continuous import (PER_DATASET, MACQLContinuous, centralised_actor_loss,
-                                        joint_action_samples, make_macql_continuous)
+                                        joint_action_samples)
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=32, hidden_dim=16, num_sampled_actions=4)
@@ -78,13 +79,13 @@ def test_per_dataset_table_follows_the_code():
 
 def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
-    algo = make_macql_continuous(info, data, **TINY)
+    algo = build_algorithm("macql", info, data, **TINY)
     assert isinstance(algo, MACQLContinuous) and algo.config.alpha == 0.5
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
     state = _round_trip(algo.state_dict())
-    twin = make_macql_continuous(info, data, **TINY)
+    twin = build_algorithm("macql", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()
     torch.set_rng_state(state["torch_rng"])

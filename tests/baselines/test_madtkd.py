@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.madtkd import (PER_DATASET, DecisionTransformer, DecisionTransformerPolicy,
-                              MADTKDDiscrete, distillation_loss, make_madtkd, policy_kl,
+                              MADTKDDiscrete, distillation_loss, policy_kl,
                               returns_to_go)
 from baselines.networks import UNAVAILABLE_Q
 from marl_offline_bench.envs import task_info
@@ -149,7 +150,7 @@ def test_student_learns_the_dataset_actions():
 
 def test_smoke_on_equal_line(equal_line):
     info = task_info("equal_line-n2")
-    algo = make_madtkd(info, equal_line, **TINY)
+    algo = build_algorithm("madtkd", info, equal_line, **TINY)
     assert isinstance(algo, MADTKDDiscrete) and algo.config.kl_weight == 0.5
     best = equal_line.episode_returns().max()
     torch.testing.assert_close(algo.rtg_schedule[0] * algo.return_scale,
@@ -159,7 +160,7 @@ def test_smoke_on_equal_line(equal_line):
     assert {"action_ce", "kl", "feature_mse", "teacher_loss"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
     state = _round_trip(algo)
-    twin = make_madtkd(info, equal_line, **TINY)
+    twin = build_algorithm("madtkd", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.teacher_ready and twin.updates == 20
     resumed = twin.update()
@@ -175,4 +176,4 @@ def test_config_table_and_action_space_checks():
         MADTKDDiscrete.Config(embed_dim=10, n_head=3)
     info = continuous_task()
     with pytest.raises(ValueError, match="does not support continuous actions"):
-        make_madtkd(info, continuous_dataset(info))
+        build_algorithm("madtkd", info, continuous_dataset(info))

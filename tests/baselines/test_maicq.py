@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.maicq import (PER_DATASET, DecomposedMixer, MAICQDiscrete, batch_softmax_weights,
-                             implicit_constraint_values, maicq_actor_loss, make_maicq)
+                             implicit_constraint_values, maicq_actor_loss)
 from baselines.networks import build_agent_inputs
 from marl_offline_bench.envs import task_info
 from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
@@ -118,7 +119,7 @@ def _round_trip(algo):
 
 def test_smoke_on_equal_line(equal_line):
     info = task_info("equal_line-n2")
-    algo = make_maicq(info, equal_line, **TINY)
+    algo = build_algorithm("maicq", info, equal_line, **TINY)
     assert isinstance(algo, MAICQDiscrete)
     assert (algo.config.beta_critic, algo.config.beta_actor) == (1000.0, 0.1)
     for _ in range(20):
@@ -126,7 +127,7 @@ def test_smoke_on_equal_line(equal_line):
     assert {"critic_loss", "actor_loss", "advantage_mean"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
     state = _round_trip(algo)
-    twin = make_maicq(info, equal_line, **TINY)
+    twin = build_algorithm("maicq", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.updates == 20
     resumed = twin.update()
@@ -143,5 +144,3 @@ def test_config_table_and_action_space_checks():
     with pytest.raises(ValueError, match="td_lambda"):
         MAICQDiscrete.Config(td_lambda=2.0)
     info = continuous_task()
-    with pytest.raises(ValueError, match="discrete actions only"):
-        make_maicq(info, continuous_dataset(info))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.maicq_continuous import (PER_DATASET, GaussianActors, MAICQContinuous,
                                         MAICQMixer, batch_softmax_weights,
-                                        implicit_constraint_values, maicq_actor_loss,
-                                        make_maicq_continuous)
+                                        implicit_constraint_values, maicq_actor_loss)
 from baselines.sampling_continuous import WindowSampler
 from marl_offline_bench.registry import DATASETS
 
@@ -116,7 +116,7 @@ def test_per_dataset_table():
 
 def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
-    algo = make_maicq_continuous(info, data, **TINY)
+    algo = build_algorithm("maicq", info, data, **TINY)
     assert isinstance(algo, MAICQContinuous)
     first = algo.update()
     for _ in range(19):
@@ -124,7 +124,7 @@ def test_smoke_on_mpe_cn(mpe_cn_tiny):
     assert np.isfinite(list(metrics.values())).all()
     assert metrics["log_pi_mean"] > first["log_pi_mean"]      # the policies move to the data
     state = _round_trip(algo.state_dict())
-    twin = make_maicq_continuous(info, data, **TINY)
+    twin = build_algorithm("maicq", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()
     torch.set_rng_state(state["torch_rng"])

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
-from baselines.matd3bc import (MATD3BC, PER_DATASET, make_matd3bc, target_policy_smoothing,
+from baselines.matd3bc import (MATD3BC, PER_DATASET, target_policy_smoothing,
                                td3bc_actor_loss, twin_td_targets)
 from marl_offline_bench.registry import DATASETS
 
@@ -103,13 +104,13 @@ def test_per_dataset_table_and_config():
 
 def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
-    algo = make_matd3bc(info, data, **TINY)
+    algo = build_algorithm("matd3-bc", info, data, **TINY)
     assert isinstance(algo, MATD3BC) and algo.config.gamma == 0.95
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
     state = _round_trip(algo.state_dict())
-    twin = make_matd3bc(info, data, **TINY)
+    twin = build_algorithm("matd3-bc", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()
     torch.set_rng_state(state["torch_rng"])

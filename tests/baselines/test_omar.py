@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.icql import independent_actor_loss
-from baselines.omar import (PER_DATASET, OMARContinuous, cem_rectified_actions,
-                            make_omar_continuous, omar_actor_loss)
+from baselines.omar import (PER_DATASET, OMARContinuous, cem_rectified_actions, omar_actor_loss)
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=32, hidden_dim=16, num_sampled_actions=4)
@@ -102,14 +102,14 @@ def test_per_dataset_table_follows_the_code():
 
 def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
-    algo = make_omar_continuous(info, data, **TINY)
-    assert isinstance(algo, OMARContinuous) and algo.name == "omar"
+    algo = build_algorithm("omar", info, data, **TINY)
+    assert isinstance(algo, OMARContinuous)
     assert (algo.config.omar_coe, algo.config.alpha) == (1.0, 0.5)      # mpe-cn random
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
     state = _round_trip(algo.state_dict())
-    twin = make_omar_continuous(info, data, **TINY)
+    twin = build_algorithm("omar", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()
     torch.set_rng_state(state["torch_rng"])

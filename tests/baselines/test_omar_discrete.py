@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.networks import UNAVAILABLE_Q, build_agent_inputs, td_lambda_targets
-from baselines.omar_discrete import (PER_DATASET, OMARDiscrete, independent_cql_penalty,
-                                     make_omar_discrete, omar_actor_loss,
+from baselines.omar_discrete import (PER_DATASET, OMARDiscrete, independent_cql_penalty, omar_actor_loss,
                                      per_agent_td_lambda_targets, rectification_target)
 from marl_offline_bench.envs import task_info
 from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
@@ -128,15 +128,15 @@ def _round_trip(algo):
 
 def test_smoke_on_equal_line(equal_line):
     info = task_info("equal_line-n2")
-    algo = make_omar_discrete(info, equal_line, **TINY)
-    assert isinstance(algo, OMARDiscrete) and algo.name == "omar"
+    algo = build_algorithm("omar", info, equal_line, **TINY)
+    assert isinstance(algo, OMARDiscrete)
     assert (algo.config.cql_alpha, algo.config.omar_coe) == (5.0, 0.5)
     for _ in range(20):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "actor_loss", "rectification_ce"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
     state = _round_trip(algo)
-    twin = make_omar_discrete(info, equal_line, **TINY)
+    twin = build_algorithm("omar", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.updates == 20
     resumed = twin.update()
@@ -151,5 +151,3 @@ def test_config_table_and_action_space_checks():
     with pytest.raises(ValueError, match="omar_coe"):
         OMARDiscrete.Config(omar_coe=1.5)
     info = continuous_task()
-    with pytest.raises(ValueError, match="discrete actions only"):
-        make_omar_discrete(info, continuous_dataset(info))

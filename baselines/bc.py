@@ -30,8 +30,8 @@ from marl_offline_bench.registry import DATASETS
 
 from .base import QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import DiscreteBehaviour
-from .greedy import DeterministicActorPolicy, RecurrentGreedyPolicy
-from .networks import AgentActors, clip_grad_norm_agentwise_
+from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
+from marl_offline_bench.networks import AgentActors, clip_grad_norm_agentwise_
 
 
 # -- config -------------------------------------------------------------------------------------
@@ -141,8 +141,8 @@ class BCContinuous(OfflineAlgorithm):
 
     def update(self) -> dict[str, float]:
         batch = next(self.sampler)
-        pred = self.actors(batch["observations"])                            # (B, n, action_dim)
-        loss = continuous_bc_loss(pred, batch["actions"], self.actors.action_mask)
+        pred = self.actors(batch.observations)                            # (B, n, action_dim)
+        loss = continuous_bc_loss(pred, batch.actions, self.actors.action_mask)
         self.optimizer.zero_grad()
         loss.backward()
         grad_norms = clip_grad_norm_agentwise_(self.actors, self.config.grad_clip)  # (n,)
@@ -164,3 +164,9 @@ class BCContinuous(OfflineAlgorithm):
 
 __all__ = ["BCConfig", "BCDiscrete", "BCContinuous", "continuous_bc_loss",
            "PER_DATASET"]
+
+
+if __name__ == "__main__":  # python -m baselines.bc --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("bc"))

@@ -24,7 +24,7 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 
-from .networks import (AgentwiseMLP, RNNAgent, agent_input_dim, build_agent_inputs, masked_mean,
+from marl_offline_bench.networks import (AgentwiseMLP, RNNAgent, agent_input_dim, build_agent_inputs, masked_mean,
                        masked_fill_unavailable)
 
 __all__ = [
@@ -74,10 +74,10 @@ class DiscreteBehaviour(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy on an episode batch from ``dataset.sampler(kind="episodes")``."""
-        inputs = build_agent_inputs(batch["obs"], batch["actions"], self.n_actions)[:, :-1]
-        avail = batch.get("avail_actions")
+        inputs = build_agent_inputs(batch.observations, batch.actions, self.n_actions)[:, :-1]
+        avail = batch.avail_actions
         log_probs = self.log_probs(inputs, None if avail is None else avail[:, :-1])
-        return behaviour_cross_entropy(log_probs, batch["actions"], batch["mask"])
+        return behaviour_cross_entropy(log_probs, batch.actions, batch.mask)
 
     def fit(self, dataset: MARLDataset, steps: int, batch_size: int = 32, lr: float = 1e-3,
             grad_clip: float = 10.0, seed: int = 0, device: str = "cpu") -> float:
@@ -178,7 +178,7 @@ class VAEBehaviour(nn.Module):
         loss = torch.tensor(float("nan"))
         for _ in range(steps):
             batch = next(sampler)
-            loss = self.elbo_loss(batch["states"], batch["actions"])
+            loss = self.elbo_loss(batch.states, batch.actions)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -62,8 +62,8 @@ from marl_offline_bench.registry import QUALITIES
 from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH,
                    BaseConfig, OfflineAlgorithm, QMIXBackboneConfig)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
-from .greedy import DeterministicActorPolicy, RecurrentGreedyPolicy
-from .networks import (AgentActors, MixerWeights, QMixer, RNNAgent, TwinCritic, agent_input_dim,
+from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
+from marl_offline_bench.networks import (AgentActors, MixerWeights, QMixer, RNNAgent, TwinCritic, agent_input_dim,
                        build_agent_inputs, clip_grad_norm_agentwise_, hard_update, make_target,
                        masked_argmax, masked_fill_unavailable, masked_mean, soft_update,
                        td_lambda_targets)
@@ -446,7 +446,8 @@ class CFCQLDiscrete(OfflineAlgorithm):
         self.behaviour_loss = float("nan")
         self.behaviour_ready = False
         self.updates = 0
-        self.sampler = _EpisodeSampler(dataset, cfg.batch_size, cfg.seed, cfg.device)
+        self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
+                                       device=cfg.device, n_actions=n_actions)
 
     def fit_behaviour(self) -> float:
         """Fit beta by cross-entropy (``bc_steps`` updates); runs at the first :meth:`update`."""
@@ -454,7 +455,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
         self.behaviour_loss = self.behaviour.fit(self.dataset, cfg.bc_steps, cfg.bc_batch_size,
                                                  cfg.bc_lr, cfg.grad_clip, cfg.seed + 1, cfg.device)
         self.behaviour_ready = True
-        self.sampler.log_beta = None
+        self.sampler.detach("log_beta")
         return self.behaviour_loss
 
     @torch.no_grad()
@@ -466,7 +467,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
         for start in range(0, e.n_episodes, chunk):
             index = np.arange(start, min(start + chunk, e.n_episodes))
             batch = self.dataset.episode_batch(index)
-            obs, actions = (torch.from_numpy(batch.obs).to(table.device),
+            obs, actions = (torch.from_numpy(batch.observations).to(table.device),
                             torch.from_numpy(batch.actions).to(table.device))
             avail = None if batch.avail_actions is None else \
                 torch.from_numpy(batch.avail_actions[:, :-1]).to(table.device)
@@ -481,16 +482,13 @@ class CFCQLDiscrete(OfflineAlgorithm):
         if not self.behaviour_ready:
             self.fit_behaviour()
         cfg = self.config
-        if cfg.cache_behaviour and self.sampler.log_beta is None:
-            self.sampler.log_beta = self.behaviour_log_probs()
-        batch = self.sampler.sample()
-        obs, state = batch["obs"], batch["states"]                  # (B,T+1,n,o), (B,T+1,S)
-        actions = batch["actions"].long()                           # (B, T, n)
-        mask = batch["mask"]                                        # (B, T)
-        avail = batch.get("avail_actions")                          # (B, T+1, n, A)
-        if avail is None:
-            avail = torch.ones(*obs.shape[:3], self.info.n_actions, dtype=torch.bool,
-                               device=obs.device)
+        if cfg.cache_behaviour and "log_beta" not in self.sampler.extras:
+            self.sampler.attach("log_beta", self.behaviour_log_probs())
+        batch = next(self.sampler)
+        obs, state = batch.observations, batch.states                  # (B,T+1,n,o), (B,T+1,S)
+        actions = batch.actions.long()                           # (B, T, n)
+        mask = batch.mask                                        # (B, T)
+        avail = batch.avail_actions                                 # (B, T+1, n, A)
 
         inputs = build_agent_inputs(obs, actions, self.info.n_actions)
         agent_qs = self.agent.unroll(inputs)                        # (B, T+1, n, A)
@@ -501,7 +499,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
             greedy = masked_argmax(agent_qs.detach(), avail)         # (B, T+1, n)
             next_values = self.target_mixer(target_qs.gather(-1, greedy.unsqueeze(-1)).squeeze(-1),
                                             state)                  # (B, T+1)
-            targets = td_lambda_targets(batch["rewards"], batch["terminals"], mask, next_values,
+            targets = td_lambda_targets(batch.rewards, batch.terminals, mask, next_values,
                                         cfg.gamma, cfg.td_lambda)   # (B, T)
 
         qs, step_avail = agent_qs[:, :-1], avail[:, :-1]            # the T acting steps
@@ -512,7 +510,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
 
         cf_q = self.counterfactual_q(qs, chosen_qs, actions, state[:, :-1], weights, step_avail)
         with torch.no_grad():
-            log_beta = batch["log_beta"] if "log_beta" in batch else \
+            log_beta = batch.extras["log_beta"] if "log_beta" in batch.extras else \
                 self.behaviour.log_probs(inputs[:, :-1], step_avail)          # (B, T, n, A)
             kl = policy_behaviour_kl(cf_q.detach(), log_beta, step_avail)  # (B, T, n)
             lam = counterfactual_lambda(kl, cfg.tau, cfg.sign)
@@ -580,7 +578,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
         self.behaviour.load_state_dict(state["behaviour"])
         self.behaviour_ready = bool(state["behaviour_ready"])
         self.behaviour_loss = float(state["behaviour_loss"])
-        self.sampler.log_beta = None                      # rebuilt from the loaded behaviour
+        self.sampler.detach("log_beta")                   # rebuilt from the loaded behaviour
         self.updates = int(state["updates"])
         self.sampler.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -623,7 +621,8 @@ class CFCQLContinuous(OfflineAlgorithm):
         self.behaviour_loss = float("nan")
         self.behaviour_ready = False
         self.updates = 0
-        self.sampler = _TransitionSampler(dataset, cfg.batch_size, cfg.seed, cfg.device)
+        self.sampler = dataset.sampler(cfg.batch_size, kind="transitions", seed=cfg.seed,
+                                       device=cfg.device)
         # log density of a uniform draw on agent i's real action box [-1, 1]^{d_i}
         self.uniform_log_density = -self.action_mask.sum(-1) * math.log(2.0)          # (n,)
 
@@ -680,25 +679,25 @@ class CFCQLContinuous(OfflineAlgorithm):
         if not self.behaviour_ready and self.needs_behaviour:
             self.fit_behaviour()
         cfg = self.config
-        batch = self.sampler.sample()
-        state, next_state = batch["states"], batch["next_states"]               # (B, S)
-        obs, next_obs = batch["observations"], batch["next_observations"]      # (B, n, o)
-        actions = batch["actions"]                                              # (B, n, d)
+        batch = next(self.sampler)
+        state, next_state = batch.states, batch.next_states               # (B, S)
+        obs, next_obs = batch.observations, batch.next_observations      # (B, n, o)
+        actions = batch.actions                                              # (B, n, d)
         batch_size, n, d = actions.shape
 
         with torch.no_grad():
             next_actions = self._target_actions(next_obs)                      # (B, n, d)
             if cfg.cf_target:
                 # a'_-i from the data where the episode goes on; the target policy at its end.
-                data_next = torch.where(batch["has_next_actions"][:, None, None],
-                                        batch["next_actions"], next_actions)
+                data_next = torch.where(batch.has_next_actions[:, None, None],
+                                        batch.next_actions, next_actions)
                 joint = counterfactual_joint_actions(data_next, next_actions.unsqueeze(2))
                 next_q = self.target_critic.from_features(
                     self.target_critic.state_features(next_state), joint.squeeze(2)).mean(-1)
             else:
                 next_q = self.target_critic(next_state, next_actions.flatten(1))    # (2, B)
-            not_done = 1.0 - batch["terminals"]
-            targets = batch["rewards"] + cfg.gamma * not_done * next_q.min(0).values     # (B,)
+            not_done = 1.0 - batch.terminals.float()
+            targets = batch.rewards + cfg.gamma * not_done * next_q.min(0).values     # (B,)
             policy_actions = self.actors(obs)
             next_policy_actions = self.actors(next_obs)
             if self.needs_behaviour:
@@ -791,65 +790,7 @@ class CFCQLContinuous(OfflineAlgorithm):
         torch.set_rng_state(state["torch_rng"])
 
 
-class _EpisodeSampler:
-    """Random padded episode batches as tensors, with cached log beta where one is set.
+if __name__ == "__main__":  # python -m baselines.cfcql --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
 
-    It draws like :class:`marl_offline_bench.dataset.BatchSampler` (uniform episode indices,
-    ``dataset.episode_batch``); it exists because reading the cached log beta needs the drawn
-    indices, which BatchSampler does not return.
-    """
-
-    def __init__(self, dataset: MARLDataset, batch_size: int, seed: int, device: str):
-        self.dataset, self.batch_size, self.device = dataset, batch_size, device
-        self.rng = np.random.default_rng(seed)
-        self.log_beta: torch.Tensor | None = None          # (N, n, A), see behaviour_log_probs
-
-    def sample(self) -> dict[str, torch.Tensor]:
-        e = self.dataset.episodes_data
-        index = self.rng.integers(0, e.n_episodes, self.batch_size)
-        batch = self.dataset.episode_batch(index)
-        out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
-               for k, v in batch._asdict().items() if v is not None}
-        if self.log_beta is not None:
-            # padding steps read row 0: finite values, masked out of every loss
-            rows = np.where(batch.mask, e.episode_starts[index][:, None]
-                            + np.arange(batch.mask.shape[1]), 0)
-            out["log_beta"] = self.log_beta[torch.from_numpy(rows).to(self.log_beta.device)]
-        return out
-
-
-class _TransitionSampler:
-    """Random transition batches that also carry each transition's next dataset actions.
-
-    CF_T needs a'_-i, the dataset's actions one step later, which
-    :class:`marl_offline_bench.dataset.BatchSampler` does not return (nor the indices it draws),
-    so this learner draws its own indices; rows are gathered the same way, from the episode
-    arrays, without copying the dataset.
-    """
-
-    def __init__(self, dataset: MARLDataset, batch_size: int, seed: int, device: str):
-        episodes = dataset.episodes_data
-        self.episodes, self.batch_size, self.device = episodes, batch_size, device
-        self.rng = np.random.default_rng(seed)
-        self.rows_now, self.rows_next = episodes.transition_rows()
-        last_step = np.zeros(episodes.n_transitions, bool)
-        last_step[episodes.episode_starts[1:] - 1] = True
-        self.has_next = ~last_step
-        self.next_index = np.minimum(np.arange(episodes.n_transitions) + 1,
-                                     episodes.n_transitions - 1)
-
-    def sample(self) -> dict[str, torch.Tensor]:
-        e = self.episodes
-        pick = self.rng.integers(0, e.n_transitions, self.batch_size)
-        now, nxt = self.rows_now[pick], self.rows_next[pick]
-        arrays = {
-            "observations": e.obs[now], "next_observations": e.obs[nxt],
-            "states": e.states[now], "next_states": e.states[nxt],
-            "actions": e.actions[pick], "next_actions": e.actions[self.next_index[pick]],
-            "has_next_actions": self.has_next[pick],
-            "rewards": e.rewards[pick].astype(np.float32),
-            "terminals": e.terminals[pick].astype(np.float32),
-        }
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
-                for k, v in arrays.items()}
-
+    raise SystemExit(main("cfcql"))

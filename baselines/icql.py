@@ -54,9 +54,9 @@ from marl_offline_bench.envs import TaskInfo
 from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
                    BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
-from .greedy import DeterministicActorPolicy
+from marl_offline_bench.policies import DeterministicActorPolicy
 from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
-from .networks import AgentActors, AgentwiseMLP, clip_grad_norm_agentwise_, make_target, soft_update
+from marl_offline_bench.networks import AgentActors, AgentwiseMLP, clip_grad_norm_agentwise_, make_target, soft_update
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
@@ -287,14 +287,14 @@ class ICQL(OfflineAlgorithm):
     def update(self) -> dict[str, float]:
         cfg = self.config
         batch = next(self.sampler)
-        obs, next_obs = batch["observations"], batch["next_observations"]      # (B, n, o)
-        actions = batch["actions"]                                             # (B, n, d)
+        obs, next_obs = batch.observations, batch.next_observations      # (B, n, o)
+        actions = batch.actions                                             # (B, n, d)
 
         with torch.no_grad():
             next_actions = target_policy_smoothing(self.target_actors(next_obs), cfg.target_noise,
                                                    cfg.target_noise_clip, self.action_mask)
             next_q = self.target_critic(next_obs, next_actions)               # (2, B, n)
-            targets = twin_td_targets(batch["rewards"], batch["terminals"], next_q,
+            targets = twin_td_targets(batch.rewards, batch.terminals, next_q,
                                       cfg.gamma)                               # (B, n)
             samples, log_density = cql_action_samples(
                 self.actors(obs), self.actors(next_obs), cfg.num_sampled_actions,
@@ -347,3 +347,8 @@ class ICQL(OfflineAlgorithm):
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
 
+
+if __name__ == "__main__":  # python -m baselines.icql --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("icql"))

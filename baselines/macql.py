@@ -49,8 +49,8 @@ from marl_offline_bench.envs import TaskInfo
 
 from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
 from .cfcql import qmix_td_loss
-from .greedy import RecurrentGreedyPolicy
-from .networks import (MixerWeights, QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
+from marl_offline_bench.policies import RecurrentGreedyPolicy
+from marl_offline_bench.networks import (MixerWeights, QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
                        hard_update, make_target, masked_argmax, masked_mean, td_lambda_targets)
 
 __all__ = [
@@ -180,19 +180,16 @@ class MACQLDiscrete(OfflineAlgorithm):
         self.params = [*self.agent.parameters(), *self.mixer.parameters()]
         self.optimiser = torch.optim.Adam(self.params, lr=cfg.lr)
         self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
-                                       device=cfg.device)
+                                       device=cfg.device, n_actions=n_actions)
         self.updates = 0
 
     def update(self) -> dict[str, float]:
         cfg = self.config
         batch = next(self.sampler)
-        obs, state = batch["obs"], batch["states"]                  # (B,T+1,n,o), (B,T+1,S)
-        actions = batch["actions"].long()                           # (B, T, n)
-        mask = batch["mask"]                                        # (B, T)
-        avail = batch.get("avail_actions")                          # (B, T+1, n, A)
-        if avail is None:
-            avail = torch.ones(*obs.shape[:3], self.info.n_actions, dtype=torch.bool,
-                               device=obs.device)
+        obs, state = batch.observations, batch.states                  # (B,T+1,n,o), (B,T+1,S)
+        actions = batch.actions.long()                           # (B, T, n)
+        mask = batch.mask                                        # (B, T)
+        avail = batch.avail_actions                                 # (B, T+1, n, A)
 
         inputs = build_agent_inputs(obs, actions, self.info.n_actions)
         agent_qs = self.agent.unroll(inputs)                        # (B, T+1, n, A)
@@ -202,7 +199,7 @@ class MACQLDiscrete(OfflineAlgorithm):
             greedy = masked_argmax(agent_qs.detach(), avail)         # (B, T+1, n)
             next_values = self.target_mixer(target_qs.gather(-1, greedy.unsqueeze(-1)).squeeze(-1),
                                             state)                  # (B, T+1)
-            targets = td_lambda_targets(batch["rewards"], batch["terminals"], mask, next_values,
+            targets = td_lambda_targets(batch.rewards, batch.terminals, mask, next_values,
                                         cfg.gamma, cfg.td_lambda)   # (B, T)
 
         qs, step_avail = agent_qs[:, :-1], avail[:, :-1]            # the T acting steps
@@ -238,3 +235,8 @@ class MACQLDiscrete(OfflineAlgorithm):
         return RecurrentGreedyPolicy(self.agent, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
+
+if __name__ == "__main__":  # python -m baselines.macql --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("macql"))

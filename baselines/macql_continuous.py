@@ -45,10 +45,10 @@ from marl_offline_bench.envs import TaskInfo
 from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
                    BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
-from .greedy import DeterministicActorPolicy
+from marl_offline_bench.policies import DeterministicActorPolicy
 from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
 from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
-from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
+from marl_offline_bench.networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = ["MACQLContinuous", "MACQLContinuousConfig", "PER_DATASET",
@@ -176,16 +176,16 @@ class MACQLContinuous(OfflineAlgorithm):
     def update(self) -> dict[str, float]:
         cfg = self.config
         batch = next(self.sampler)
-        state, next_state = batch["states"], batch["next_states"]               # (B, S)
-        obs, next_obs = batch["observations"], batch["next_observations"]      # (B, n, o)
-        actions = batch["actions"]                                             # (B, n, d)
+        state, next_state = batch.states, batch.next_states               # (B, S)
+        obs, next_obs = batch.observations, batch.next_observations      # (B, n, o)
+        actions = batch.actions                                             # (B, n, d)
         batch_size = actions.shape[0]
 
         with torch.no_grad():
             next_actions = target_policy_smoothing(self.target_actors(next_obs), cfg.target_noise,
                                                    cfg.target_noise_clip, self.action_mask)
             next_q = self.target_critic(next_state, next_actions.flatten(1))   # (2, B)
-            targets = twin_td_targets(batch["rewards"], batch["terminals"], next_q, cfg.gamma)
+            targets = twin_td_targets(batch.rewards, batch.terminals, next_q, cfg.gamma)
             joint, log_density = joint_action_samples(
                 self.actors(obs), self.actors(next_obs), cfg.num_sampled_actions,
                 cfg.sample_noise, self.action_mask, cfg.policy_samples)       # (B,K,nd), (B,K)
@@ -227,3 +227,8 @@ class MACQLContinuous(OfflineAlgorithm):
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
 
+
+if __name__ == "__main__":  # python -m baselines.macql_continuous --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("macql"))

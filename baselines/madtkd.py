@@ -67,7 +67,7 @@ from marl_offline_bench.envs import TaskInfo
 
 from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
-from .networks import masked_argmax, masked_mean
+from marl_offline_bench.networks import masked_argmax, masked_mean
 
 __all__ = [
     "MADTKDConfig", "MADTKDDiscrete", "PER_DATASET",
@@ -269,17 +269,17 @@ class Windows(NamedTuple):
 def cut_windows(batch: dict[str, torch.Tensor], starts: torch.Tensor, context_length: int,
                 return_scale: float) -> Windows:
     """Windows [start, start + K) of an episode batch from ``dataset.sampler(kind="episodes")``."""
-    mask = batch["mask"]
+    mask = batch.mask
     steps = mask.shape[1]
     index = starts.unsqueeze(1) + torch.arange(context_length, device=mask.device)   # (B, K)
     valid = index < mask.sum(1, keepdim=True)
     index = index.clamp(max=steps - 1)
     rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1)
-    avail = batch.get("avail_actions")
-    return Windows(obs=batch["obs"][rows, index], states=batch["states"][rows, index],
-                   actions=batch["actions"].long()[rows, index],
+    avail = batch.avail_actions
+    return Windows(obs=batch.observations[rows, index], states=batch.states[rows, index],
+                   actions=batch.actions.long()[rows, index],
                    avail=None if avail is None else avail[rows, index].bool(),
-                   rtg=returns_to_go(batch["rewards"], mask)[rows, index] / return_scale,
+                   rtg=returns_to_go(batch.rewards, mask)[rows, index] / return_scale,
                    timesteps=index, valid=valid)
 
 
@@ -416,10 +416,10 @@ class MADTKDDiscrete(OfflineAlgorithm):
 
     def _windows(self) -> Windows:
         batch = next(self.sampler)
-        lengths = batch["mask"].sum(1).cpu().numpy()
+        lengths = batch.mask.sum(1).cpu().numpy()
         last_start = np.maximum(lengths - self.config.context_length, 0)
         starts = self.window_rng.integers(0, last_start + 1)                  # one per episode
-        return cut_windows(batch, torch.as_tensor(starts, device=batch["mask"].device),
+        return cut_windows(batch, torch.as_tensor(starts, device=batch.mask.device),
                            self.config.context_length, self.return_scale)
 
     def _step(self, optimiser: torch.optim.Optimizer, model: nn.Module,
@@ -508,3 +508,8 @@ class MADTKDDiscrete(OfflineAlgorithm):
         self.window_rng.bit_generator.state = state["window_rng"]
         torch.set_rng_state(state["torch_rng"])
 
+
+if __name__ == "__main__":  # python -m baselines.madtkd --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("madtkd"))

@@ -58,8 +58,8 @@ from marl_offline_bench.envs import TaskInfo
 
 from .base import BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
-from .greedy import RecurrentGreedyPolicy
-from .networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
+from marl_offline_bench.policies import RecurrentGreedyPolicy
+from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
                        masked_mean, td_lambda_targets)
 
 __all__ = [
@@ -295,9 +295,9 @@ class MAICQDiscrete(OfflineAlgorithm):
     def update(self) -> dict[str, float]:
         cfg = self.config
         batch = next(self.sampler)
-        obs, state = batch["obs"], batch["states"]                  # (B,T+1,n,o), (B,T+1,S)
-        actions, mask = batch["actions"].long(), batch["mask"]      # (B, T, n), (B, T)
-        avail = batch.get("avail_actions")                          # (B, T+1, n, A)
+        obs, state = batch.observations, batch.states                  # (B,T+1,n,o), (B,T+1,S)
+        actions, mask = batch.actions.long(), batch.mask      # (B, T, n), (B, T)
+        avail = batch.avail_actions                          # (B, T+1, n, A)
         step_avail = None if avail is None else avail[:, :-1]
         inputs = build_agent_inputs(obs, actions, self.info.n_actions)
 
@@ -317,7 +317,7 @@ class MAICQDiscrete(OfflineAlgorithm):
             target_q_tot = self.target_mixer(per_agent, state)                # (B, T+1)
             real_obs = torch.cat([~no_step, mask], dim=1)                     # t <= length
             values = implicit_constraint_values(target_q_tot, real_obs, cfg.beta_critic)
-            targets = td_lambda_targets(batch["rewards"], batch["terminals"], mask, values,
+            targets = td_lambda_targets(batch.rewards, batch.terminals, mask, values,
                                         cfg.gamma, cfg.td_lambda)             # (B, T)
         q_vals = self.critic(state[:, :-1], obs[:, :-1])                      # (B, T, n, A)
         q_taken = q_vals.gather(-1, actions.unsqueeze(-1)).squeeze(-1)        # (B, T, n)
@@ -366,3 +366,8 @@ class MAICQDiscrete(OfflineAlgorithm):
         return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
+
+if __name__ == "__main__":  # python -m baselines.maicq --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("maicq"))

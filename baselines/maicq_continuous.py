@@ -51,10 +51,10 @@ from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
 from .base import BaseConfig, OfflineAlgorithm
-from .greedy import DeterministicActorPolicy
-from .networks import (AgentwiseMLP, clip_grad_norm_agentwise_, make_target, masked_mean,
+from marl_offline_bench.policies import DeterministicActorPolicy
+from marl_offline_bench.networks import (AgentwiseMLP, clip_grad_norm_agentwise_, make_target, masked_mean,
                        soft_update, td_lambda_targets)
-from .sampling_continuous import WindowSampler, continuous_per_dataset
+from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
     "MAICQContinuous", "MAICQContinuousConfig", "PER_DATASET",
@@ -310,13 +310,14 @@ class MAICQContinuous(OfflineAlgorithm):
         self.critic_params = [*self.agent_qs.parameters(), *self.mixer.parameters()]
         self.actor_optimiser = torch.optim.Adam(self.actors.parameters(), lr=cfg.lr)
         self.critic_optimiser = torch.optim.Adam(self.critic_params, lr=cfg.lr)
-        self.sampler = WindowSampler(dataset, cfg.batch_size, cfg.window, cfg.seed, cfg.device)
+        self.sampler = dataset.sampler(cfg.batch_size, kind="windows", seed=cfg.seed,
+                                       device=cfg.device, window=cfg.window)
         self.updates = 0
 
     def update(self) -> dict[str, float]:
         cfg = self.config
-        batch = self.sampler.sample()
-        obs, states, actions = batch.obs, batch.states, batch.actions  # (B,T+1,n,o), (B,T+1,S), ..
+        batch = next(self.sampler)
+        obs, states, actions = batch.observations, batch.states, batch.actions  # (B,T+1,n,o), (B,T+1,S), ..
         mask = batch.mask                                                    # (B, T)
         step_obs, step_states, step_actions = obs[:, :-1], states[:, :-1], actions[:, :-1]
 
@@ -371,3 +372,8 @@ class MAICQContinuous(OfflineAlgorithm):
     def policy(self) -> DeterministicActorPolicy:
         return DeterministicActorPolicy(self.actors, self.config.device)
 
+
+if __name__ == "__main__":  # python -m baselines.maicq_continuous --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("maicq"))

@@ -46,8 +46,8 @@ from marl_offline_bench.envs import TaskInfo
 from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
                    BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
-from .greedy import DeterministicActorPolicy
-from .networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
+from marl_offline_bench.policies import DeterministicActorPolicy
+from marl_offline_bench.networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
@@ -245,17 +245,17 @@ class MATD3BC(OfflineAlgorithm):
     def update(self) -> dict[str, float]:
         cfg = self.config
         batch = next(self.sampler)
-        obs, next_obs = self.obs_norm(batch["observations"]), self.obs_norm(
-            batch["next_observations"])                                        # (B, n, o)
-        state, next_state = self.state_norm(batch["states"]), self.state_norm(
-            batch["next_states"])                                              # (B, S)
-        actions = batch["actions"]                                             # (B, n, d)
+        obs, next_obs = self.obs_norm(batch.observations), self.obs_norm(
+            batch.next_observations)                                        # (B, n, o)
+        state, next_state = self.state_norm(batch.states), self.state_norm(
+            batch.next_states)                                              # (B, S)
+        actions = batch.actions                                             # (B, n, d)
 
         with torch.no_grad():
             next_actions = target_policy_smoothing(self.target_actors(next_obs), cfg.target_noise,
                                                    cfg.target_noise_clip, self.action_mask)
             next_q = self.target_critic(next_state, next_actions.flatten(1))   # (2, B)
-            targets = twin_td_targets(batch["rewards"], batch["terminals"], next_q, cfg.gamma)
+            targets = twin_td_targets(batch.rewards, batch.terminals, next_q, cfg.gamma)
         q_data = self.critic(state, actions.flatten(1))                        # (2, B)
         critic_loss = twin_td_loss(q_data, targets)
         self.critic_optimiser.zero_grad()
@@ -289,3 +289,8 @@ class MATD3BC(OfflineAlgorithm):
         return DeterministicActorPolicy(NormalisedActors(self.obs_norm, self.actors),
                                         self.config.device)
 
+
+if __name__ == "__main__":  # python -m baselines.matd3bc --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("matd3-bc"))

@@ -223,3 +223,8 @@ class OMARContinuous(ICQL):
                             a_hat.flatten(0, 1), policy_actions.detach().flatten(0, 1)
                         ).mean().item()}
 
+
+if __name__ == "__main__":  # python -m baselines.omar --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("omar"))

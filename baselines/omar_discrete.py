@@ -55,8 +55,8 @@ from marl_offline_bench.envs import TaskInfo
 
 from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
-from .greedy import RecurrentGreedyPolicy
-from .networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
+from marl_offline_bench.policies import RecurrentGreedyPolicy
+from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
                        masked_argmax, masked_fill_unavailable, masked_mean, td_lambda_targets)
 
 __all__ = [
@@ -231,8 +231,8 @@ class OMARDiscrete(OfflineAlgorithm):
     def update(self) -> dict[str, float]:
         cfg = self.config
         batch = next(self.sampler)
-        obs, actions, mask = batch["obs"], batch["actions"].long(), batch["mask"]
-        avail = batch.get("avail_actions")                                  # (B, T+1, n, A)
+        obs, actions, mask = batch.observations, batch.actions.long(), batch.mask
+        avail = batch.avail_actions                                  # (B, T+1, n, A)
         step_avail = None if avail is None else avail[:, :-1]
         inputs = build_agent_inputs(obs, actions, self.info.n_actions)      # (B, T+1, n, in)
 
@@ -242,7 +242,7 @@ class OMARDiscrete(OfflineAlgorithm):
             pi = masked_log_softmax(logits, avail).exp()
             target_qs = self.target_critic.unroll(inputs)
             next_values = (pi * target_qs).sum(-1)                          # (B, T+1, n)
-            targets = per_agent_td_lambda_targets(batch["rewards"], batch["terminals"], mask,
+            targets = per_agent_td_lambda_targets(batch.rewards, batch.terminals, mask,
                                                   next_values, cfg.gamma, cfg.td_lambda)
         qs = self.critic.unroll(inputs)[:, :-1]                             # (B, T, n, A)
         taken = qs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)            # (B, T, n)
@@ -286,3 +286,8 @@ class OMARDiscrete(OfflineAlgorithm):
         return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
+
+if __name__ == "__main__":  # python -m baselines.omar_discrete --dataset ID --protocol smoke
+    from marl_offline_bench.training import main
+
+    raise SystemExit(main("omar"))

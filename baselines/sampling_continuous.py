@@ -5,14 +5,13 @@
   HalfCheetah hidden 256, batch 256, lr 3e-4, rate 0.005) with gamma as a per-task setting
   (0.95 everywhere, as the code ran it; its HalfCheetah script meant 0.99 but never passed it
   on). Each algorithm builds its per-dataset table from it, so the numbers live in one place.
-* :class:`WindowSampler`: random fixed-length windows of episodes, for learners whose targets
-  are TD(lambda) returns (MAICQ). Transition batches need no sampler here:
-  ``MARLDataset.sampler(batch, kind="transitions")`` yields them.
+Batches come from the dataset's own sampler (``MARLDataset.sampler(kind=...)``: transitions,
+episodes or windows).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ import torch
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.registry import DATASETS
 
-__all__ = ["BACKBONE_PER_TASK", "continuous_per_dataset", "WindowBatch", "WindowSampler"]
+__all__ = ["BACKBONE_PER_TASK", "continuous_per_dataset"]
 
 #: Continuous task id -> the backbone's settings for it.
 BACKBONE_PER_TASK: dict[str, dict[str, Any]] = {
@@ -54,74 +53,3 @@ def continuous_per_dataset(
                      **per_quality.get(entry.task_id, {}).get(entry.quality, {})}
         for dataset_id, entry in DATASETS.items() if entry.task_id in BACKBONE_PER_TASK
     }
-
-
-class WindowBatch(NamedTuple):
-    """``B`` windows of up to ``L`` consecutive steps, each inside one episode.
-
-    Step ``t`` of a window has observation ``obs[:, t]`` and acts ``actions[:, t]``;
-    ``obs[:, t + 1]`` follows it. Index ``L`` holds what follows the window's last step.
-    """
-
-    obs: torch.Tensor          # (B, L+1, n, obs_dim)
-    states: torch.Tensor       # (B, L+1, state_dim)
-    actions: torch.Tensor      # (B, L+1, n, action_dim); zero where has_action is false
-    has_action: torch.Tensor   # (B, L+1) bool: the dataset holds an action at this step
-    rewards: torch.Tensor      # (B, L) team reward
-    terminals: torch.Tensor    # (B, L) float, a real end of the episode
-    mask: torch.Tensor         # (B, L) bool, real steps (a short episode's window is padded)
-
-
-class WindowSampler:
-    """Random windows of ``window`` steps, drawn so that every transition is about equally
-    likely to be in a batch.
-
-    A window is placed by drawing a transition uniformly, then sliding the window back so it
-    stays inside that transition's episode (episodes shorter than ``window`` come whole, padded).
-    The observation after the window's last step is included, and so is the dataset's action
-    there when the episode goes on (``has_action``), so a learner can bootstrap from Q(s', a').
-
-    Attributes:
-        rng: the numpy generator that draws the windows (its state belongs in checkpoints).
-    """
-
-    def __init__(self, dataset: MARLDataset, batch_size: int, window: int, seed: int = 0,
-                 device: str = "cpu"):
-        if batch_size < 1 or window < 1:
-            raise ValueError(f"batch_size and window must be positive, got {batch_size}, "
-                             f"{window}")
-        episodes = dataset.episodes_data
-        self.episodes, self.batch_size, self.window = episodes, batch_size, window
-        self.device = device
-        self.rng = np.random.default_rng(seed)
-        self.episode_of_step = np.repeat(np.arange(episodes.n_episodes), episodes.lengths)
-
-    def sample(self) -> WindowBatch:
-        e, horizon = self.episodes, self.window
-        pick = self.rng.integers(0, e.n_transitions, self.batch_size)
-        episode = self.episode_of_step[pick]
-        first, end = e.episode_starts[episode], e.episode_starts[episode + 1]     # (B,)
-        start = np.maximum(np.minimum(pick, end - horizon), first)
-        length = np.minimum(end - start, horizon)                                  # (B,)
-        t = np.arange(horizon + 1)
-        step = start[:, None] + t[None, :]                                         # (B, L+1)
-        real = t[None, :] < length[:, None]                                        # (B, L+1)
-        has_action = step < end[:, None]                                           # (B, L+1)
-        obs_valid = t[None, :] <= length[:, None]
-        step_rows = np.where(has_action, step, 0)
-        obs_rows = np.where(obs_valid, step + episode[:, None], 0)
-
-        def gather(values: np.ndarray, rows: np.ndarray, valid: np.ndarray) -> torch.Tensor:
-            out = values[rows]
-            out[~valid] = 0
-            return torch.from_numpy(np.ascontiguousarray(out)).to(self.device)
-
-        return WindowBatch(
-            obs=gather(e.obs, obs_rows, obs_valid),
-            states=gather(e.states, obs_rows, obs_valid),
-            actions=gather(e.actions, step_rows, has_action),
-            has_action=torch.from_numpy(has_action & obs_valid).to(self.device),
-            rewards=gather(e.rewards.astype(np.float32), step_rows[:, :-1], real[:, :-1]),
-            terminals=gather(e.terminals.astype(np.float32), step_rows[:, :-1], real[:, :-1]),
-            mask=torch.from_numpy(real[:, :-1].copy()).to(self.device),
-        )

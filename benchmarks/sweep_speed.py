@@ -56,7 +56,8 @@ def main() -> None:
     import torch
 
     import marl_offline_bench as mob
-    from marl_offline_bench.benchmarking import protocol_budget, run_benchmark
+    from marl_offline_bench.benchmarking import run_benchmark
+    from marl_offline_bench.protocols import protocol_budget
     from marl_offline_bench.ray_executor import RayExecutor, require_ray
 
     ray = require_ray()

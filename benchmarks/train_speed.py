@@ -34,7 +34,7 @@ import torch
 
 from baselines.cfcql import (CFCQLContinuous, CFCQLDiscrete, counterfactual_actor_loss,
                              counterfactual_joint_q_reference, qmix_td_loss)
-from baselines.networks import (QMixer, build_agent_inputs, masked_argmax, soft_update,
+from marl_offline_bench.networks import (QMixer, build_agent_inputs, masked_argmax, soft_update,
                                 td_lambda_targets)
 from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
 from marl_offline_bench.envs import TaskInfo

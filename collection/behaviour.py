@@ -7,7 +7,7 @@ a greedy evaluation and a checkpoint every ``eval_interval_steps``. From it this
 * chooses the **expert** (the best greedy return) and the **medium** checkpoint (greedy return
   about 1/3 to 1/2 of the expert's), re-evaluating the candidates on more episodes than the
   curve's, so that one lucky evaluation does not decide (:func:`select_checkpoints`);
-* ships them small, agent network only, under ``collection/checkpoints/<task>/`` with the run's
+* ships them small, agent network only, under ``marl_offline_bench/data/behaviour/<task>/`` with the run's
   ``config.json`` and ``curve.csv`` (:func:`ship_checkpoints`);
 * turns a checkpoint into an acting policy for :func:`marl_offline_bench.collect.rollout`
   (:func:`behaviour_policy`) and measures the task's ``ref_expert``
@@ -34,38 +34,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines.networks import RNNAgent
-from marl_offline_bench.collect import git_commit, rollout
+from marl_offline_bench.action_log import replay_action_log, write_action_log
+from marl_offline_bench.behaviour import (MEDIUM_REPLAY_LOG, SHIPPED_ROOT, agent_from_checkpoint,
+                                          behaviour_policy, load_checkpoint)
+from marl_offline_bench.collect import git_commit
+from marl_offline_bench.policies import EpsilonGreedyPolicy
+from marl_offline_bench.rollout import rollout
 from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import make_vec_env, split_task_id
 from marl_offline_bench.evaluation import evaluate_policy
 from marl_offline_bench.registry import record_reference, reference_scores
 
 from . import matd3
-from .qmix import EpsilonGreedyPolicy
 from .run import atomic_save, write_json
 
 __all__ = [
-    "CHECKPOINT_ROOT", "BEHAVIOUR_DIR_ENV", "checkpoint_root", "load_checkpoint", "agent_from_checkpoint", "behaviour_policy",
+    "CHECKPOINT_ROOT",
     "read_curve", "load_run_checkpoint", "Selection", "select_checkpoints", "ship_checkpoints",
-    "shipped_checkpoint",
     "measure_expert_reference", "record_shipped_reference", "replay_snapshots", "replay_chunks",
-    "medium_replay_window", "ship_medium_replay", "shipped_medium_replay", "rebuild_medium_replay",
-    "MEDIUM_REPLAY_LOG", "replay_capacity_episodes", "replay_batches", "window_of",
-    "MEDIUM_BAND",
+    "medium_replay_window", "ship_medium_replay", "replay_capacity_episodes", "replay_batches",
+    "window_of", "MEDIUM_BAND",
 ]
 
-#: Where the chosen checkpoints ship: ``CHECKPOINT_ROOT / <task_id> / {expert,medium}.pt``.
-CHECKPOINT_ROOT = Path(__file__).with_name("checkpoints")
-#: Environment variable naming another folder of the same layout to act from instead, e.g. the
-#: agents `marl-bench collect --train` retrained.
-BEHAVIOUR_DIR_ENV = "MARL_BENCH_BEHAVIOUR_DIR"
-
-
-def checkpoint_root() -> Path:
-    """Where behaviour checkpoints are read from: $MARL_BENCH_BEHAVIOUR_DIR or the package's."""
-    override = os.environ.get(BEHAVIOUR_DIR_ENV)
-    return Path(override) if override else CHECKPOINT_ROOT
+#: Where the chosen checkpoints ship by default: the library's folder of shipped agents.
+CHECKPOINT_ROOT = SHIPPED_ROOT
 #: A medium policy's greedy return, as a fraction of the expert's (DESIGN section 3).
 MEDIUM_BAND = (1.0 / 3.0, 1.0 / 2.0)
 #: Seed of the re-evaluations that choose checkpoints (away from training and collection seeds).
@@ -73,47 +65,6 @@ SELECT_SEED = 20_000
 
 
 # -- loading --------------------------------------------------------------------------------------
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A QMIX checkpoint (run or shipped) as a dict of tensors and plain values."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no QMIX checkpoint at {path}; train one with "
-                                "`python -m collection.qmix --task T --out DIR`")
-    return torch.load(path, weights_only=True)
-
-
-def agent_from_checkpoint(checkpoint: dict[str, Any]) -> RNNAgent:
-    """The GRU agent network of a checkpoint, weights loaded, in eval mode."""
-    dims = checkpoint["task"]
-    agent = RNNAgent(dims["obs_dim"] + dims["n_actions"] + dims["n_agents"], dims["n_actions"],
-                     checkpoint["config"]["agent_hidden_dim"])
-    agent.load_state_dict(checkpoint["agent"])
-    return agent.eval()
-
-
-def behaviour_policy(checkpoint: str | Path | dict[str, Any], epsilon: float = 0.0,
-                     seed: int = 0, noise_std: float = 0.0
-                     ) -> EpsilonGreedyPolicy | matd3.GaussianActorPolicy:
-    """An acting policy for :func:`~marl_offline_bench.collect.rollout` from a checkpoint.
-
-    Args:
-        checkpoint: a path, or a dict from :func:`load_checkpoint`.
-        epsilon: QMIX: exploration rate over available actions (0: greedy, as evaluated).
-        seed: seed of the exploration draws; ``reset(num_envs)`` restarts them (and QMIX's
-            hidden state), so each batch of episodes is reproducible.
-        noise_std: MATD3: std of the Gaussian noise added to the deterministic actors' actions
-            (clipped to [-1, 1]; 0: the actors as evaluated).
-    """
-    if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint(checkpoint)
-    if checkpoint.get("algorithm") == "matd3":
-        return matd3.GaussianActorPolicy(matd3.actors_from_checkpoint(checkpoint), noise_std,
-                                         seed)
-    dims = checkpoint["task"]
-    return EpsilonGreedyPolicy(agent_from_checkpoint(checkpoint), dims["n_agents"],
-                               dims["n_actions"], epsilon, seed)
-
-
 def read_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's ``curve.csv``, numbers parsed (empty cells become None)."""
     path = Path(run_dir) / "curve.csv"
@@ -299,14 +250,6 @@ def select_checkpoints(run_dir: str | Path, reeval_episodes: int = 320, top_k: i
 
 
 # -- shipping -------------------------------------------------------------------------------------
-def shipped_checkpoint(task_id: str, quality: str) -> Path:
-    """Path of a shipped behaviour checkpoint (``expert`` or ``medium``)."""
-    split_task_id(task_id)
-    if quality not in ("expert", "medium"):
-        raise ValueError(f"behaviour checkpoints exist for 'expert' and 'medium', not {quality!r}")
-    return checkpoint_root() / task_id / f"{quality}.pt"
-
-
 def ship_checkpoints(run_dir: str | Path, selection: Selection,
                      dest: str | Path | None = None) -> Path:
     """Copy the chosen checkpoints, agent network only, with the run's config and curve.
@@ -381,11 +324,6 @@ def measure_expert_reference(task_id: str, checkpoint: str | Path, episodes: int
 
 
 # -- medium-replay: replaying the learner's acting snapshots --------------------------------------
-#: What ships for medium-replay: ``CHECKPOINT_ROOT / <task_id> / MEDIUM_REPLAY_LOG``, the
-#: learner's joint actions per acting batch (:mod:`collection.action_log`).
-MEDIUM_REPLAY_LOG = "medium_replay_actions.npz"
-
-
 def _snapshot_chunks(run_dir: Path) -> list[Path]:
     chunks = sorted((run_dir / "snapshots").glob("batch_*.pt"))
     if not chunks:
@@ -492,10 +430,9 @@ def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
 
     The window is what the learner's replay held at the shipped medium checkpoint (its
     ``medium_replay_until_episode``): the episodes of its replay capacity before it. What ships
-    is the learner's joint actions per acting batch (:mod:`collection.action_log`), replayed here
+    is the learner's joint actions per acting batch (:mod:`marl_offline_bench.action_log`), replayed here
     once from the run's snapshots and checked by re-simulating them.
     """
-    from .action_log import replay_action_log, write_action_log
 
     run_dir = Path(run_dir)
     task_id = task_id or _run_task(run_dir)
@@ -540,41 +477,6 @@ def ship_medium_replay(run_dir: str | Path, task_id: str | None = None,
     return doc["medium_replay"]
 
 
-def shipped_medium_replay(task_id: str) -> Path | None:
-    """The shipped action log that rebuilds a task's medium-replay, or None."""
-    split_task_id(task_id)
-    path = checkpoint_root() / task_id / MEDIUM_REPLAY_LOG
-    return path if path.is_file() else None
-
-
-def rebuild_medium_replay(task_id: str, episodes: int | None = None, engine: str | None = None,
-                          progress: Any = None) -> tuple[EpisodeArrays, dict[str, Any]]:
-    """Medium-replay of a task from what ships: its episodes and how they were made.
-
-    ``episodes`` keeps only the last ones of the window (acting batches before them are not
-    replayed), for small re-collections.
-    """
-    from .action_log import replay_action_log
-
-    path = shipped_medium_replay(task_id)
-    if path is None:
-        raise FileNotFoundError(f"{task_id} ships nothing to rebuild medium-replay from (no "
-                                f"{MEDIUM_REPLAY_LOG} in {checkpoint_root() / task_id})")
-    description = json.loads((path.parent / "config.json").read_text())["medium_replay"]
-    first, until = int(description["first_episode"]), int(description["until_episode"])
-    if episodes is not None:
-        if episodes < 1:
-            raise ValueError(f"episodes must be at least 1, got {episodes}")
-        first = max(first, until - episodes)
-    data, matches = replay_action_log(path, task_id, first, engine=engine, progress=progress)
-    if matches is False:
-        warnings.warn(f"{task_id}: the rebuilt medium-replay differs from the episodes recorded "
-                      "when it shipped; this simulator version behaves differently",
-                      RuntimeWarning, stacklevel=2)
-    return data, {**description, "first_episode": first, "episodes": until - first,
-                  "matches_shipped_digest": matches}
-
-
 # -- entry point ----------------------------------------------------------------------------------
 def record_shipped_reference(task_id: str, root: str | Path | None = None) -> Path:
     """Record the ``ref_expert`` measured at shipping time (kept in the shipped config.json)
@@ -612,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-reference", type=float, default=None,
                    help="return the medium band is measured from (default: 0 for QMIX runs, "
                         "the task's ref_random for MATD3 runs)")
-    p.add_argument("--ship", action="store_true", help="copy them to collection/checkpoints/")
+    p.add_argument("--ship", action="store_true", help="copy them to marl_offline_bench/data/behaviour/")
     p.add_argument("--measure-reference", action="store_true",
                    help="with --ship: measure the shipped expert greedily and keep the result "
                         "as ref_expert in the shipped config.json")

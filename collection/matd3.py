@@ -59,10 +59,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.greedy import DeterministicActorPolicy
+from marl_offline_bench.behaviour import actors_from_checkpoint, build_actors
+from marl_offline_bench.policies import GaussianActorPolicy
 from baselines.matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
-from baselines.networks import AgentActors, TwinCritic, make_target, soft_update
-from marl_offline_bench.collect import batch_seed, rollout
+from marl_offline_bench.networks import AgentActors, TwinCritic, make_target, soft_update
+from marl_offline_bench.rollout import batch_seed, rollout
 from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 
@@ -71,9 +72,9 @@ from .run import (BehaviourRun, atomic_save, task_dims, train_from_args, trainin
                   write_json)
 
 __all__ = [
-    "MATD3Config", "TASK_OVERRIDES", "config_for", "noise_at", "GaussianActorPolicy",
+    "MATD3Config", "TASK_OVERRIDES", "config_for", "noise_at",
     "TransitionReplay", "TransitionBatch", "MATD3Learner", "MATD3Trainer", "matd3_actor_loss",
-    "build_actors", "actors_from_checkpoint", "policy_from_snapshot", "first_update_episode",
+    "policy_from_snapshot", "first_update_episode",
     "export_prey", "CURVE_COLUMNS", "SHIPPED_KEYS", "main",
 ]
 
@@ -232,44 +233,6 @@ def first_update_episode(config: dict[str, Any], episode_limit: int) -> int:
 # =================================================================================================
 # Networks and acting
 # =================================================================================================
-def build_actors(obs_dim: int, action_mask: np.ndarray, hidden_dim: int) -> AgentActors:
-    """Per-agent deterministic actors (tanh output, zero on padded action entries)."""
-    return AgentActors(obs_dim, np.asarray(action_mask, bool), hidden_dim)
-
-
-class GaussianActorPolicy(DeterministicActorPolicy):
-    """pi_i(o_i) plus clipped Gaussian noise; or uniform actions during TD3's warm-up.
-
-    Actions: clip(pi(o) + noise_std * N(0, 1), -1, 1), zero on padded entries; with
-    ``uniform=True`` U(-1, 1) instead. Draws come from ``numpy.random.default_rng(seed)``, made
-    anew by :meth:`reset`, so a batch of episodes is reproducible from (weights, noise_std,
-    uniform, seed).
-    """
-
-    def __init__(self, actors: AgentActors, noise_std: float = 0.0, seed: int = 0,
-                 uniform: bool = False):
-        super().__init__(actors)
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        self.noise_std, self.seed, self.uniform = float(noise_std), int(seed), bool(uniform)
-        self.mask = actors.action_mask.numpy().astype(np.float32)             # (n, d)
-        self.rng = np.random.default_rng(self.seed)
-
-    def reset(self, num_envs: int) -> None:
-        """Restart the noise stream (called by ``rollout`` before every batch)."""
-        self.rng = np.random.default_rng(self.seed)
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray, avail: np.ndarray | None = None) -> np.ndarray:
-        shape = np.shape(obs)[:-1] + self.mask.shape[-1:]                       # (B, n, d)
-        if self.uniform:
-            return (self.rng.uniform(-1.0, 1.0, shape) * self.mask).astype(np.float32)
-        actions = super().__call__(obs)                                         # (B, n, d)
-        if self.noise_std > 0:
-            actions = actions + self.noise_std * self.rng.standard_normal(shape)
-        return (np.clip(actions, -1.0, 1.0) * self.mask).astype(np.float32)
-
-
 # =================================================================================================
 # Replay
 # =================================================================================================
@@ -728,16 +691,6 @@ def _format_row(row: dict[str, Any]) -> str:
 # =================================================================================================
 # Checkpoints, snapshots and the prey
 # =================================================================================================
-def actors_from_checkpoint(checkpoint: dict[str, Any], key: str = "actors") -> AgentActors:
-    """The actors of a MATD3 checkpoint (run or shipped), weights loaded, in eval mode."""
-    weights = checkpoint[key]
-    mask = weights["action_mask"].numpy().astype(bool)
-    obs_dim = weights["net.hidden.0.weight"].shape[1]
-    actors = build_actors(obs_dim, mask, int(checkpoint["hidden_dim"]))
-    actors.load_state_dict(weights)
-    return actors.eval()
-
-
 def policy_from_snapshot(chunk: dict[str, Any], j: int,
                          info: TaskInfo | None = None) -> GaussianActorPolicy:
     """The acting policy of snapshot ``j`` of a snapshot file (loaded with ``torch.load``).

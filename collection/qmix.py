@@ -5,7 +5,7 @@ Reinforcement Learning". Reference code: oxwhirl/pymarl (``learners/q_learner.py
 ``controllers/basic_controller.py``, ``components/action_selectors.py``) and hijkzzz/pymarl2
 (``learners/nq_learner.py``: double-Q TD(lambda) targets, Adam), on which the CFCQL code builds.
 The agent network, mixer, TD(lambda) targets and masked helpers are imported from
-:mod:`baselines.networks`; evaluation runs :class:`baselines.greedy.RecurrentGreedyPolicy`
+:mod:`marl_offline_bench.networks`; evaluation runs :class:`marl_offline_bench.policies.RecurrentGreedyPolicy`
 through :func:`marl_offline_bench.evaluate_policy`.
 
 Deviations from the reference code, and why:
@@ -40,6 +40,7 @@ point), ``resume.pt`` (everything ``--resume`` needs, replay buffer included) an
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.greedy import RecurrentGreedyPolicy
-from baselines.networks import (QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
+from marl_offline_bench.policies import EpsilonGreedyPolicy, RecurrentGreedyPolicy
+from marl_offline_bench.networks import (QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
                                 hard_update, make_target, masked_argmax, masked_mean,
                                 td_lambda_targets)
-from marl_offline_bench.collect import RandomPolicy, batch_seed, rollout
+from marl_offline_bench.rollout import RandomPolicy, batch_seed, rollout
 from marl_offline_bench.dataset import EpisodeArrays, EpisodeBatch, MARLDataset
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 from marl_offline_bench.evaluation import evaluate_policy
@@ -62,7 +63,7 @@ from .run import (BehaviourRun, atomic_save, task_dims, train_from_args,
                   training_parser)
 
 __all__ = [
-    "QMIXConfig", "TASK_OVERRIDES", "config_for", "EpsilonGreedyPolicy", "EpisodeReplay",
+    "QMIXConfig", "TASK_OVERRIDES", "config_for", "EpisodeReplay",
     "QMIXLearner", "ScaledStateMixer", "estimate_state_scale", "QMIXTrainer", "qmix_td_loss",
     "double_q_values", "epsilon_at",
     "build_agent", "CURVE_COLUMNS", "main",
@@ -228,47 +229,6 @@ def build_agent(info: TaskInfo, hidden_dim: int) -> RNNAgent:
                     info.n_actions, hidden_dim)
 
 
-class EpsilonGreedyPolicy(RecurrentGreedyPolicy):
-    """Epsilon-greedy over available actions on the recurrent agent network (PyMARL's selector).
-
-    Each agent, each step: with probability epsilon a uniformly random available action, else the
-    argmax of its Q-values over available actions. The agent network's last-action input is the
-    action actually taken. Random draws come from ``numpy.random.default_rng(seed)``, made anew by
-    :meth:`reset`, so a batch of episodes is reproducible from (weights, epsilon, seed).
-    """
-
-    def __init__(self, agent: RNNAgent, n_agents: int, n_actions: int, epsilon: float,
-                 seed: int = 0):
-        super().__init__(agent, n_agents, n_actions)
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
-        self.epsilon, self.seed = float(epsilon), int(seed)
-        self.rng = np.random.default_rng(self.seed)
-
-    def reset(self, num_envs: int) -> None:
-        super().reset(num_envs)
-        self.rng = np.random.default_rng(self.seed)
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray, avail: np.ndarray | None) -> np.ndarray:
-        obs_t = torch.as_tensor(obs, dtype=torch.float32)
-        batch = obs_t.shape[0]
-        if self.hidden is None or self.hidden.shape[0] != batch:
-            self.reset(batch)
-        agent_ids = torch.eye(self.n_agents).expand(batch, -1, -1)
-        q, self.hidden = self.agent(torch.cat([obs_t, self.last_actions, agent_ids], -1),
-                                    self.hidden)                                   # (B, n, A)
-        avail_np = np.ones(q.shape, bool) if avail is None else np.asarray(avail, bool)
-        greedy = masked_argmax(q, torch.from_numpy(avail_np)).numpy()               # (B, n)
-        # Draw both every step, whatever epsilon is, so the random stream never shifts.
-        explore = self.rng.random(greedy.shape) < self.epsilon                     # (B, n)
-        noise = self.rng.random(avail_np.shape)                                    # (B, n, A)
-        uniform = np.where(avail_np, noise, -1.0).argmax(-1)      # uniform over available ones
-        actions = np.where(explore, uniform, greedy).astype(np.int64)
-        self.last_actions = F.one_hot(torch.from_numpy(actions), self.n_actions).float()
-        return actions
-
-
 # =================================================================================================
 # Replay
 # =================================================================================================
@@ -289,7 +249,7 @@ class EpisodeReplay:
         limit, n, A = info.episode_limit, info.n_agents, info.n_actions
         self.capacity = capacity
         self.data = EpisodeBatch(
-            obs=np.zeros((capacity, limit + 1, n, info.obs_dim), np.float32),
+            observations=np.zeros((capacity, limit + 1, n, info.obs_dim), np.float32),
             states=np.zeros((capacity, limit + 1, info.state_dim), np.float32),
             avail_actions=np.ones((capacity, limit + 1, n, A), bool),
             actions=np.zeros((capacity, limit, n), np.int64),
@@ -301,9 +261,9 @@ class EpisodeReplay:
         self.cursor = 0
 
     def insert(self, batch: EpisodeBatch) -> None:
-        count = batch.obs.shape[0]
+        count = batch.observations.shape[0]
         rows = (self.cursor + np.arange(count)) % self.capacity
-        for name, value in batch._asdict().items():
+        for name, value in batch.arrays().items():
             getattr(self.data, name)[rows] = value
         self.cursor = int((self.cursor + count) % self.capacity)
         self.size = min(self.capacity, self.size + count)
@@ -315,15 +275,15 @@ class EpisodeReplay:
         index = np.sort(rng.choice(self.size, batch_size, replace=False))
         steps = int(self.data.mask[index].sum(1).max())
         out = {}
-        for name, value in self.data._asdict().items():
-            length = steps + 1 if name in ("obs", "states", "avail_actions") else steps
+        for name, value in self.data.arrays().items():
+            length = steps + 1 if name in ("observations", "states", "avail_actions") else steps
             out[name] = value[index, :length]
         return EpisodeBatch(**out)
 
     def state_dict(self) -> dict[str, Any]:
         filled = slice(0, self.size)
         arrays = {k: torch.from_numpy(np.ascontiguousarray(v[filled]))
-                  for k, v in self.data._asdict().items()}
+                  for k, v in self.data.arrays().items()}
         return {"arrays": arrays, "size": self.size, "cursor": self.cursor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -409,7 +369,7 @@ class QMIXLearner:
 
     def update(self, batch: EpisodeBatch) -> dict[str, float]:
         """One gradient step on a padded episode batch; returns scalar metrics."""
-        obs = torch.from_numpy(batch.obs)                                 # (B, T+1, n, d)
+        obs = torch.from_numpy(batch.observations)                               # (B, T+1, n, d)
         states = torch.from_numpy(batch.states)                           # (B, T+1, S)
         avail = torch.from_numpy(batch.avail_actions)                     # (B, T+1, n, A)
         actions = torch.from_numpy(batch.actions)                         # (B, T, n)
@@ -536,7 +496,7 @@ class QMIXTrainer(BehaviourRun):
         batch = to_episode_batch(data, self.info)
         if not self.cfg.bootstrap_timeouts:
             last = np.arange(batch.mask.shape[1])[None, :] == data.lengths[:, None] - 1
-            batch = batch._replace(terminals=batch.terminals | last)
+            batch = dataclasses.replace(batch, terminals=batch.terminals | last)
         self.replay.insert(batch)
         self.acting_batches += 1
         self.episodes += data.n_episodes

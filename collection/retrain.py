@@ -1,10 +1,11 @@
 """Retraining a task's behaviour agents from scratch with their recorded config.
 
 ``marl-bench collect ... --train`` lands here: it trains the task's behaviour learner with the
-config recorded beside the shipped checkpoints (``collection/checkpoints/<task>/config.json``),
+config recorded beside the shipped checkpoints (``marl_offline_bench/data/behaviour/<task>/config.json``),
 resuming a run it finds half done, then chooses expert and medium exactly as the shipped ones
 were chosen and ships them, with what rebuilds medium-replay, into a folder of the same layout.
-Collection then acts from that folder (``$MARL_BENCH_BEHAVIOUR_DIR``) instead of the package's.
+Collection then acts from that folder (``collect_dataset(..., behaviour_root=...)``) instead of the
+package's.
 """
 from __future__ import annotations
 

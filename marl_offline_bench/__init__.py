@@ -12,7 +12,8 @@ from .algorithms import (AlgorithmSpec, BaseConfig, OfflineAlgorithm, Unsupporte
                          algorithm_names, algorithm_registry, build_algorithm, display_name,
                          get_algorithm)
 from .api import dataset_card, list_datasets, load
-from .collect import RandomPolicy, collect_dataset, rollout
+from .collect import collect_dataset
+from .rollout import RandomPolicy, rollout
 from .dataset import EpisodeArrays, EpisodeBatch, MARLDataset
 from .envs import TaskInfo, task_info
 from .envs import make_env as _make_env

@@ -113,18 +113,23 @@ def _already_built_as_asked(dataset_id: str, args: argparse.Namespace) -> bool:
     return recipe.get("episodes") == wanted and recipe.get("seed") == args.seed and same_envs
 
 
-def _retrain_behaviour(dataset_ids: list[str], args: argparse.Namespace) -> None:
-    """--train: retrain the behaviour agents these datasets need, then act from them."""
-    import os
+def _retrain_behaviour(dataset_ids: list[str], args: argparse.Namespace) -> Path:
+    """--train: retrain the behaviour agents these datasets need; returns the folder of
+    agents to act from.
+
+    The trainers are not the library's: a package declares them under the
+    ``marl_offline_bench.behaviour_trainers`` entry point (the suite's ``collection``).
+    """
+    from importlib.metadata import entry_points
 
     from .registry import get_dataset
 
-    try:
-        from collection.behaviour import BEHAVIOUR_DIR_ENV
-        from collection.retrain import retrain
-    except ImportError as err:
-        raise RuntimeError("--train needs the `collection` package of a source checkout "
-                           f"(pip install -e .): {err}") from err
+    trainers = {e.name: e for e in entry_points(group="marl_offline_bench.behaviour_trainers")}
+    if "retrain" not in trainers:
+        raise RuntimeError("--train needs the behaviour trainers of the `collection` package, "
+                           "which no installed package declares; install the project from a "
+                           "checkout (pip install -e .).")
+    retrain = trainers["retrain"].load()
     tasks = sorted({get_dataset(d).task_id for d in dataset_ids
                     if get_dataset(d).quality != "random"})
     if not tasks:
@@ -132,8 +137,8 @@ def _retrain_behaviour(dataset_ids: list[str], args: argparse.Namespace) -> None
     ship_root = None
     for task_id in tasks:
         ship_root = retrain(task_id, args.train_dir, log=lambda line: print(line, flush=True))
-    os.environ[BEHAVIOUR_DIR_ENV] = str(Path(ship_root).resolve())
     print(f"collecting with the retrained agents in {ship_root}")
+    return Path(ship_root).resolve()
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -143,8 +148,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     # Data from another engine get that engine's own ids (smac-2s3z-random-sc2-v0).
     dataset_ids = [engine_variant(d, args.engine).dataset_id for d in _collect_ids(args)]
-    if args.train:
-        _retrain_behaviour(dataset_ids, args)
+    behaviour_root = _retrain_behaviour(dataset_ids, args) if args.train else None
     if args.executor == "ray":
         from .ray_executor import collect_on_ray
 
@@ -152,7 +156,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                                   report=lambda line: print(line, flush=True),
                                   episodes=args.episodes, seed=args.seed,
                                   num_envs=args.num_envs, overwrite=args.force,
-                                  engine=args.engine)
+                                  engine=args.engine, behaviour_root=behaviour_root)
         failed = [o for o in outcomes if o.status == "error"]
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(outcomes)} dataset(s) were not built: "
@@ -168,7 +172,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         started = time.time()
         path = collect_dataset(dataset_id, episodes=args.episodes, seed=args.seed,
                                num_envs=args.num_envs, overwrite=args.force,
-                               show_progress=not args.quiet, engine=args.engine)
+                               show_progress=not args.quiet, engine=args.engine,
+                               behaviour_root=behaviour_root)
         print(f"{dataset_id}: written to {path} in {time.time() - started:.1f}s")
     return 0
 

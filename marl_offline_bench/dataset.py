@@ -8,8 +8,8 @@ ever crosses an episode boundary.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -115,20 +115,79 @@ class EpisodeArrays:
         )
 
 
-class EpisodeBatch(NamedTuple):
-    """Episodes padded to a common length T for recurrent learners.
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """Episodes padded to a common length T, for recurrent learners (numpy arrays from
+    :meth:`MARLDataset.episode_batch`, torch tensors from its sampler).
 
-    ``obs``, ``states`` and ``avail_actions`` carry T + 1 steps (the last is the observation
-    after the final action); the rest carry T. ``mask`` [B, T] is true on real steps.
+    ``observations``, ``states`` and ``avail_actions`` carry T + 1 steps (the last is the
+    observation after the final action); the rest carry T. ``mask`` [B, T] is true on real steps.
+    Padding steps hold zeros, and every action is available there, so masked maxima stay finite.
     """
 
-    obs: np.ndarray            # (B, T+1, n_agents, obs_dim)
-    states: np.ndarray         # (B, T+1, state_dim)
-    avail_actions: np.ndarray | None  # (B, T+1, n_agents, n_actions)
-    actions: np.ndarray        # (B, T, n_agents) or (B, T, n_agents, action_dim)
-    rewards: np.ndarray        # (B, T)
-    terminals: np.ndarray      # (B, T)
-    mask: np.ndarray           # (B, T)
+    observations: Any          # (B, T+1, n_agents, obs_dim)
+    states: Any                # (B, T+1, state_dim)
+    avail_actions: Any         # (B, T+1, n_agents, n_actions) bool; None: continuous actions
+    actions: Any               # (B, T, n_agents) or (B, T, n_agents, action_dim)
+    rewards: Any               # (B, T)
+    terminals: Any             # (B, T) bool
+    mask: Any                  # (B, T) bool
+    index: Any = None          # (B,) the episodes drawn
+    extras: Mapping[str, Any] = field(default_factory=dict)  # name -> (B, T, ...) attached rows
+
+    def arrays(self) -> dict[str, Any]:
+        """The padded fields by name (``index`` and ``extras`` aside)."""
+        return {name: getattr(self, name) for name in _EPISODE_FIELDS}
+
+
+_EPISODE_FIELDS = ("observations", "states", "avail_actions", "actions", "rewards", "terminals",
+                   "mask")
+
+
+@dataclass(frozen=True)
+class TransitionBatch:
+    """``B`` transitions as torch tensors, with D4RL's names.
+
+    ``next_actions`` is the dataset's joint action one step later where the episode goes on
+    (``has_next_actions``), zeros at an episode's last step. On a discrete task without action
+    masks, every action is available.
+    """
+
+    index: Any                 # (B,) dataset rows
+    observations: Any          # (B, n, obs_dim)
+    next_observations: Any     # (B, n, obs_dim)
+    states: Any                # (B, state_dim)
+    next_states: Any           # (B, state_dim)
+    actions: Any               # (B, n) int64 or (B, n, action_dim) float32
+    next_actions: Any          # like actions
+    has_next_actions: Any      # (B,) bool
+    avail_actions: Any         # (B, n, n_actions) bool; None: continuous actions
+    next_avail_actions: Any    # (B, n, n_actions) bool; None: continuous actions
+    rewards: Any               # (B,) float32 team reward
+    agent_rewards: Any         # (B, n) float32
+    terminals: Any             # (B,) bool, a real end
+    timeouts: Any              # (B,) bool, the time limit
+    extras: Mapping[str, Any] = field(default_factory=dict)  # name -> (B, ...) attached rows
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """``B`` windows of up to ``L`` consecutive steps, each inside one episode.
+
+    Step ``t`` of a window has observation ``observations[:, t]`` and acts ``actions[:, t]``;
+    ``observations[:, t + 1]`` follows it. Index ``L`` holds what follows the window's last
+    step, and the dataset's action there where the episode goes on (``has_action``).
+    """
+
+    index: Any                 # (B,) the transition each window was drawn around
+    observations: Any          # (B, L+1, n, obs_dim)
+    states: Any                # (B, L+1, state_dim)
+    actions: Any               # (B, L+1, n, ...); zero where has_action is false
+    has_action: Any            # (B, L+1) bool: the dataset holds an action at this step
+    rewards: Any               # (B, L) float32 team reward
+    terminals: Any             # (B, L) float32, a real end of the episode
+    mask: Any                  # (B, L) bool, real steps (a short episode's window is padded)
+    extras: Mapping[str, Any] = field(default_factory=dict)  # name -> (B, L, ...) attached rows
 
 
 class MARLDataset(Mapping):
@@ -250,19 +309,21 @@ class MARLDataset(Mapping):
             return out
         obs_valid = t1[None, :] <= lengths[:, None]
         return EpisodeBatch(
-            obs=pad(e.obs, obs_rows, obs_valid),
+            observations=pad(e.obs, obs_rows, obs_valid),
             states=pad(e.states, obs_rows, obs_valid),
             avail_actions=None if e.avail_actions is None else _pad_avail(e.avail_actions[obs_rows], obs_valid),
             actions=pad(e.actions, step_rows, mask),
             rewards=pad(e.rewards, step_rows, mask),
             terminals=pad(e.terminals, step_rows, mask),
             mask=mask,
+            index=index,
         )
 
     def sampler(self, batch_size: int, kind: str = "transitions", seed: int = 0,
-                device: str = "cpu", max_len: int | None = None) -> "BatchSampler":
-        """An endless iterator of torch batches (see :class:`BatchSampler`)."""
-        return BatchSampler(self, batch_size, kind, seed, device, max_len)
+                device: str = "cpu", max_len: int | None = None, window: int | None = None,
+                n_actions: int | None = None) -> "BatchSampler":
+        """An endless iterator of typed torch batches (see :class:`BatchSampler`)."""
+        return BatchSampler(self, batch_size, kind, seed, device, max_len, window, n_actions)
 
 
 def _pad_avail(avail: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -272,26 +333,67 @@ def _pad_avail(avail: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 class BatchSampler:
-    """Draws random batches as dicts of torch tensors, gathering only the rows it needs.
+    """The one way to draw training batches from a dataset: random transitions, whole episodes
+    or windows of episodes, as typed batches of torch tensors.
 
-    ``kind="transitions"`` yields the D4RL keys for ``batch_size`` transitions;
-    ``kind="episodes"`` yields an :class:`EpisodeBatch` of ``batch_size`` episodes as tensors.
+    * ``kind="transitions"``: :class:`TransitionBatch` of ``batch_size`` transitions drawn
+      uniformly.
+    * ``kind="episodes"``: :class:`EpisodeBatch` of ``batch_size`` episodes drawn uniformly,
+      padded to the longest (or ``max_len``).
+    * ``kind="windows"``: :class:`WindowBatch` of ``window`` steps: a transition is drawn
+      uniformly and the window slides back to stay inside its episode (episodes shorter than
+      ``window`` come whole, padded), so every transition is about equally likely to be seen.
+
+    Every batch carries the rows it drew (``index``). ``n_actions``, for a discrete task whose
+    data hold no action masks, makes every action available. A learner can :meth:`attach` a
+    per-transition table once (its cached behaviour log-probabilities, say); each batch then
+    carries that table's rows in ``extras``. The generator :attr:`rng` is the sampler's whole
+    state: a checkpoint that saves ``rng.bit_generator.state`` resumes the same stream.
+
+    Rows are gathered from the episode arrays, never copying the dataset.
     """
 
-    def __init__(self, dataset: MARLDataset, batch_size: int, kind: str, seed: int,
-                 device: str, max_len: int | None):
-        if kind not in ("transitions", "episodes"):
-            raise ValueError(f"kind must be 'transitions' or 'episodes', got {kind!r}")
+    KINDS = ("transitions", "episodes", "windows")
+
+    def __init__(self, dataset: MARLDataset, batch_size: int, kind: str = "transitions",
+                 seed: int = 0, device: str = "cpu", max_len: int | None = None,
+                 window: int | None = None, n_actions: int | None = None):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if (kind == "windows") != (window is not None) or (window is not None and window < 1):
+            raise ValueError("kind='windows' takes a positive window (steps per window), and "
+                             f"only it does; got kind={kind!r}, window={window!r}")
         import torch
 
         self._torch = torch
         self.dataset, self.batch_size, self.kind = dataset, batch_size, kind
-        self.device, self.max_len = device, max_len
+        self.device, self.max_len, self.window = device, max_len, window
         self.rng = np.random.default_rng(seed)
         e = dataset.episodes_data
-        self._rows = e.transition_rows() if kind == "transitions" else None
+        self.n_actions = n_actions if e.avail_actions is None and n_actions else None
+        self.extras: dict[str, Any] = {}
+        if kind == "transitions":
+            self._rows = e.transition_rows()
+            last_step = np.zeros(e.n_transitions, bool)
+            last_step[e.episode_starts[1:] - 1] = True
+            self._has_next = ~last_step
+            self._next_row = np.minimum(np.arange(e.n_transitions) + 1, e.n_transitions - 1)
+        if kind == "windows":
+            self._episode_of_step = np.repeat(np.arange(e.n_episodes), e.lengths)
+
+    def attach(self, name: str, table: Any) -> None:
+        """Carry ``table[row]`` (a tensor with one row per transition) in every batch's
+        ``extras[name]``; padding steps read row 0 (finite, and masked out of every loss)."""
+        if len(table) != self.dataset.n_transitions:
+            raise ValueError(f"extra {name!r} has {len(table)} rows; the dataset has "
+                             f"{self.dataset.n_transitions} transitions")
+        self.extras[name] = table
+
+    def detach(self, name: str) -> None:
+        """Stop carrying ``name``."""
+        self.extras.pop(name, None)
 
     def __iter__(self) -> "BatchSampler":
         return self
@@ -299,22 +401,77 @@ class BatchSampler:
     def _tensor(self, array: np.ndarray):
         return self._torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
-    def __next__(self) -> dict[str, Any]:
-        e = self.dataset.episodes_data
-        if self.kind == "episodes":
-            index = self.rng.integers(0, e.n_episodes, self.batch_size)
-            batch = self.dataset.episode_batch(index, self.max_len)
-            return {k: self._tensor(v) for k, v in batch._asdict().items() if v is not None}
+    def _extras(self, rows: np.ndarray) -> dict[str, Any]:
+        return {name: table[self._torch.from_numpy(rows).to(table.device)]
+                for name, table in self.extras.items()}
+
+    def _all_available(self, shape: tuple[int, ...]):
+        return self._torch.ones(*shape, self.n_actions, dtype=self._torch.bool,
+                                device=self.device)
+
+    def __next__(self) -> TransitionBatch | EpisodeBatch | WindowBatch:
+        return {"transitions": self._transitions, "episodes": self._episodes,
+                "windows": self._windows}[self.kind]()
+
+    def _transitions(self) -> TransitionBatch:
+        e, t = self.dataset.episodes_data, self._tensor
         pick = self.rng.integers(0, e.n_transitions, self.batch_size)
         now, nxt = self._rows[0][pick], self._rows[1][pick]
-        out = {
-            "observations": e.obs[now], "next_observations": e.obs[nxt],
-            "states": e.states[now], "next_states": e.states[nxt],
-            "actions": e.actions[pick], "rewards": e.rewards[pick],
-            "agent_rewards": e.agent_rewards[pick],
-            "terminals": e.terminals[pick], "timeouts": e.timeouts[pick],
-        }
+        has_next = self._has_next[pick]
+        next_actions = e.actions[self._next_row[pick]]
+        next_actions[~has_next] = 0
         if e.avail_actions is not None:
-            out["avail_actions"] = e.avail_actions[now]
-            out["next_avail_actions"] = e.avail_actions[nxt]
-        return {k: self._tensor(v) for k, v in out.items()}
+            avail, next_avail = t(e.avail_actions[now]), t(e.avail_actions[nxt])
+        elif self.n_actions:
+            avail = next_avail = self._all_available(e.actions[pick].shape)
+        else:
+            avail = next_avail = None
+        return TransitionBatch(
+            index=t(pick), observations=t(e.obs[now]), next_observations=t(e.obs[nxt]),
+            states=t(e.states[now]), next_states=t(e.states[nxt]), actions=t(e.actions[pick]),
+            next_actions=t(next_actions), has_next_actions=t(has_next),
+            avail_actions=avail, next_avail_actions=next_avail, rewards=t(e.rewards[pick]),
+            agent_rewards=t(e.agent_rewards[pick]), terminals=t(e.terminals[pick]),
+            timeouts=t(e.timeouts[pick]), extras=self._extras(pick))
+
+    def _episodes(self) -> EpisodeBatch:
+        e = self.dataset.episodes_data
+        index = self.rng.integers(0, e.n_episodes, self.batch_size)
+        batch = self.dataset.episode_batch(index, self.max_len)
+        arrays = {k: None if v is None else self._tensor(v) for k, v in batch.arrays().items()}
+        if arrays["avail_actions"] is None and self.n_actions:
+            arrays["avail_actions"] = self._all_available(batch.observations.shape[:3])
+        rows = np.where(batch.mask, e.episode_starts[index][:, None]
+                        + np.arange(batch.mask.shape[1]), 0)
+        return EpisodeBatch(**arrays, index=self._tensor(index), extras=self._extras(rows))
+
+    def _windows(self) -> WindowBatch:
+        e, horizon = self.dataset.episodes_data, self.window
+        pick = self.rng.integers(0, e.n_transitions, self.batch_size)
+        episode = self._episode_of_step[pick]
+        first, end = e.episode_starts[episode], e.episode_starts[episode + 1]     # (B,)
+        start = np.maximum(np.minimum(pick, end - horizon), first)
+        length = np.minimum(end - start, horizon)                                  # (B,)
+        steps = np.arange(horizon + 1)
+        step = start[:, None] + steps[None, :]                                     # (B, L+1)
+        real = steps[None, :] < length[:, None]                                    # (B, L+1)
+        has_action = step < end[:, None]                                           # (B, L+1)
+        obs_valid = steps[None, :] <= length[:, None]
+        step_rows = np.where(has_action, step, 0)
+        obs_rows = np.where(obs_valid, step + episode[:, None], 0)
+
+        def gather(values: np.ndarray, rows: np.ndarray, valid: np.ndarray):
+            out = values[rows]
+            out[~valid] = 0
+            return self._tensor(out)
+
+        return WindowBatch(
+            index=self._tensor(pick),
+            observations=gather(e.obs, obs_rows, obs_valid),
+            states=gather(e.states, obs_rows, obs_valid),
+            actions=gather(e.actions, step_rows, has_action),
+            has_action=self._tensor(has_action & obs_valid),
+            rewards=gather(e.rewards.astype(np.float32), step_rows[:, :-1], real[:, :-1]),
+            terminals=gather(e.terminals.astype(np.float32), step_rows[:, :-1], real[:, :-1]),
+            mask=self._tensor(real[:, :-1].copy()),
+            extras=self._extras(np.where(real[:, :-1], step_rows[:, :-1], 0)))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .benchmarking import DEFAULT_OUT, PROTOCOLS
+from .benchmarking import DEFAULT_OUT
+from .protocols import PROTOCOLS
 
 #: The suite's own run records (in a checkout), a source of measured rates for --dry-run.
 PUBLISHED_RECORDS = Path(__file__).resolve().parents[1] / "leaderboards"
@@ -86,8 +86,8 @@ def _ray_executor(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .benchmarking import (resolve_algorithms, resolve_device, run_benchmark,
-                               select_datasets)
+    from .algorithms import resolve_algorithms
+    from .benchmarking import resolve_device, run_benchmark, select_datasets
     from .leaderboard import write_leaderboards
 
     def say(line: str) -> None:
@@ -110,7 +110,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     started = time.time()
     summary = run_benchmark(algos, datasets, seeds, args.protocol, out=out,
                             workers=args.workers, device=device, overrides=overrides,
-                            retry_failed=args.retry_failed, report=say, executor=executor)
+                            retry_failed=args.retry_failed, report=say, executor=executor,
+                            show_progress=executor is None and args.workers == 1
+                            and not args.quiet)
     counts = ", ".join(f"{summary.count(s)} {s}" for s in
                        ("done", "skipped", "failed", "busy", "error") if summary.count(s))
     say(f"{counts or 'nothing to run'} in {time.time() - started:.1f}s"
@@ -126,6 +128,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise RuntimeError(f"{len(errors)} run(s) raised ({listing}); no record was written "
                            "for them and any checkpoint is kept, so the same command resumes "
                            "them once the cause is fixed.")
+    busy = [o for o in summary.outcomes if o.status == "busy"]
+    if busy:
+        listing = "; ".join(f"{o.job.key}: {o.message}" for o in busy[:5])
+        raise RuntimeError(f"{len(busy)} run(s) are held by another live process ({listing}); "
+                           "they were not run here. Wait for that process, or stop it and run "
+                           "the same command again: a lock whose process is gone is taken over.")
     return 0
 
 
@@ -208,6 +216,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="algorithm config override (repeatable): KEY=VALUE for every "
                         "algorithm, ALGO.KEY=VALUE for one (e.g. cfcql.alpha=10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar per run")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs it would start with their budgets (updates, batch) and "
                         "estimated CPU-hours, with totals per algorithm and family; run nothing")
@@ -228,9 +237,3 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap-reps", type=int, default=2000,
                    help="bootstrap replications for the aggregate intervals")
     p.set_defaults(func=cmd_leaderboard)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["evaluate", *sys.argv[1:]]))

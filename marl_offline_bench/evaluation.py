@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .collect import DEFAULT_NUM_ENVS, Policy, rollout
 from .envs import make_vec_env
 from .registry import get_task, reference_scores
-from .scores import normalized_score
+from .rollout import DEFAULT_NUM_ENVS, Policy, rollout
+from .scores import score_normalizer
 
 
 @dataclass
@@ -59,9 +59,8 @@ def evaluate_policy(policy: Policy, task: str, episodes: int = 32, seed: int = 1
     finally:
         env.close()
     returns = data.episode_returns().astype(np.float64)
-    refs = reference_scores(task_entry.task_id)
-    scores = normalized_score(task_entry.task_id, returns) \
-        if {"ref_random", "ref_expert"} <= set(refs) else None
+    normalize = score_normalizer(reference_scores(task_entry.task_id))
+    scores = None if normalize is None else normalize(returns)
     won = data.episode_won()
     return EvaluationResult(returns=returns, normalized_scores=scores,
                             win_rate=None if won is None else float(won.mean()),

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .algorithms import display_name, is_ablation
+from .scores import score_normalizer
 from .registry import DATASETS, get_dataset, recorded_statistics, reference_scores
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,7 @@ def load_records(out: Path) -> list[dict[str, Any]]:
 
 
 def _normalizer(task_id: str) -> Callable[[float], float] | None:
-    refs = reference_scores(task_id)
-    if not {"ref_random", "ref_expert"} <= set(refs):
-        return None
-    lo, hi = refs["ref_random"]["value"], refs["ref_expert"]["value"]
-    return lambda value: 100.0 * (value - lo) / (hi - lo)
+    return score_normalizer(reference_scores(task_id))
 
 
 def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

@@ -39,8 +39,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .benchmarking import (RunJob, RunLock, RunOutcome, attempt_run, checkpoint_path,
-                           checkpoint_from_bytes, checkpoint_to_bytes, claim_run, finish_run)
+from .records import RunRecord
+from .runstore import RunLock, checkpoint_from_bytes, checkpoint_path, checkpoint_to_bytes
+from .training import RunJob, RunOutcome, attempt_run, claim_run, finish_run
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class _ActorCheckpoints:
 
 
 def _run_on_node(job: RunJob, store: Any, build_on_nodes: bool
-                 ) -> tuple[RunOutcome, dict[str, Any] | None]:
+                 ) -> tuple[RunOutcome, RunRecord | None]:
     """The Ray task: train one run where Ray placed it and return (outcome, record)."""
     try:
         ensure_dataset_on_node(job.dataset_id, build=build_on_nodes)

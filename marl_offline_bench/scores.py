@@ -3,9 +3,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from .envs import FAMILIES
 from .registry import (ENGINE_DATASETS, SCORE_COMPATIBLE_ENGINES, get_task,
                        reference_scores)
+
+
+def score_normalizer(refs: Mapping[str, Any]) -> Callable[[Any], Any] | None:
+    """The normalisation of a task's returns, from its reference scores (``reference_scores``):
+    ``R -> 100 * (R - ref_random) / (ref_expert - ref_random)``; None when either reference is
+    not measured. The one place the formula lives."""
+    if not {"ref_random", "ref_expert"} <= set(refs):
+        return None
+    lo, hi = refs["ref_random"]["value"], refs["ref_expert"]["value"]
+    return lambda returns: 100.0 * (returns - lo) / (hi - lo)
 
 
 def normalized_score(dataset_or_task_id: str, returns) -> np.ndarray | float:
@@ -34,6 +47,5 @@ def normalized_score(dataset_or_task_id: str, returns) -> np.ndarray | float:
             f"is undefined. ref_expert arrives with the task's trained {task.behaviour.upper()} "
             "expert; until then compare raw returns."
         )
-    lo, hi = refs["ref_random"]["value"], refs["ref_expert"]["value"]
-    scores = 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+    scores = score_normalizer(refs)(np.asarray(returns, dtype=np.float64))
     return float(scores) if scores.ndim == 0 else scores

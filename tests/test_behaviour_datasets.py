@@ -36,16 +36,16 @@ def test_quality_ordering_on_small_recollections(minari_root, task, episodes):
 
 
 def _shipped_tasks() -> list[str]:
-    from collection.behaviour import CHECKPOINT_ROOT
+    from marl_offline_bench.behaviour import SHIPPED_ROOT
 
-    return sorted(p.parent.name for p in CHECKPOINT_ROOT.glob("*/expert.pt"))
+    return sorted(p.parent.name for p in SHIPPED_ROOT.glob("*/expert.pt"))
 
 
 @pytest.mark.parametrize("task", _shipped_tasks())
 def test_expert_reference_is_reproduced(minari_root, task):
     """A shipped expert, re-measured on 32 episodes (MaMuJoCo: 4), lands within its recorded
     spread: the mean of n episodes stays within 3 standard errors of the reference."""
-    from collection.behaviour import behaviour_policy, shipped_checkpoint
+    from marl_offline_bench.behaviour import behaviour_policy, shipped_checkpoint
 
     ref = mob.reference_scores(task)["ref_expert"]
     episodes = 4 if task.startswith("mamujoco") else 32

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import marl_offline_bench as mob
-from marl_offline_bench.collect import batch_seed
+from marl_offline_bench.rollout import batch_seed
 from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
 
 
@@ -39,11 +39,11 @@ def test_transition_view_skips_final_observations():
 def test_episode_batch_pads_and_masks():
     d = as_dataset(tiny())
     b = d.episode_batch([1, 0])
-    assert b.obs.shape == (2, 4, 2, 3) and b.actions.shape == (2, 3, 2)
+    assert b.observations.shape == (2, 4, 2, 3) and b.actions.shape == (2, 3, 2)
     np.testing.assert_array_equal(b.mask, [[True, False, False], [True, True, True]])
     np.testing.assert_array_equal(b.rewards, [[3, 0, 0], [0, 1, 2]])
-    np.testing.assert_array_equal(b.obs[0, :2], d.episodes_data.obs[4:6])
-    assert (b.obs[0, 2:] == 0).all()
+    np.testing.assert_array_equal(b.observations[0, :2], d.episodes_data.obs[4:6])
+    assert (b.observations[0, 2:] == 0).all()
     assert b.avail_actions[0, 2:].all(), "padding steps keep every action available"
 
 
@@ -60,14 +60,50 @@ def test_select_and_concatenate_round_trip():
 def test_sampler_batches_are_consistent():
     d = as_dataset(tiny())
     batch = next(d.sampler(64, seed=1))
-    assert batch["observations"].shape == (64, 2, 3)
+    assert batch.observations.shape == (64, 2, 3)
     # rewards encode the transition index, so the pairing can be checked row by row
-    idx = batch["rewards"].numpy().astype(int)
-    np.testing.assert_array_equal(batch["next_observations"].numpy(), d["next_observations"][idx])
+    idx = batch.rewards.numpy().astype(int)
+    np.testing.assert_array_equal(batch.next_observations.numpy(), d["next_observations"][idx])
     ep = next(d.sampler(5, kind="episodes", seed=2))
-    assert ep["mask"].shape[0] == 5 and ep["obs"].shape[1] == ep["mask"].shape[1] + 1
+    assert ep.mask.shape[0] == 5 and ep.observations.shape[1] == ep.mask.shape[1] + 1
     with pytest.raises(ValueError, match="kind"):
         d.sampler(4, kind="steps")
+
+
+def test_sampler_batches_carry_their_rows_next_actions_and_extras():
+    import torch
+
+    d = as_dataset(tiny())
+    e = d.episodes_data
+    sampler = d.sampler(64, seed=1)
+    sampler.attach("row_id", torch.arange(d.n_transitions) * 10)
+    batch = next(sampler)
+    rows = batch.index.numpy()
+    np.testing.assert_array_equal(batch.actions.numpy(), d["actions"][rows])
+    torch.testing.assert_close(batch.extras["row_id"], batch.index * 10)
+    last = np.isin(rows, e.episode_starts[1:] - 1)
+    np.testing.assert_array_equal(batch.has_next_actions.numpy(), ~last)
+    np.testing.assert_array_equal(batch.next_actions.numpy()[~last], d["actions"][rows[~last] + 1])
+    assert (batch.next_actions.numpy()[last] == 0).all()
+    # a discrete task without masks: every action available, when the sampler knows how many
+    assert next(d.sampler(4, seed=0, n_actions=5)).avail_actions.shape[-1] == 5
+    # episodes: extras follow the steps, padding reads row 0
+    episodes = d.sampler(3, kind="episodes", seed=2)
+    episodes.attach("row_id", torch.arange(d.n_transitions))
+    ep = next(episodes)
+    starts = torch.as_tensor(e.episode_starts[ep.index.numpy()])
+    expected = (starts[:, None] + torch.arange(ep.mask.shape[1])) * ep.mask
+    torch.testing.assert_close(ep.extras["row_id"], expected)
+    # windows stay inside one episode
+    w = next(d.sampler(4, kind="windows", window=2, seed=3))
+    assert w.observations.shape[1] == 3 and w.mask.shape[1] == 2
+    with pytest.raises(ValueError, match="window"):
+        d.sampler(4, kind="windows")
+    # the same seed draws the same rows: the generator is the sampler's whole state
+    a, b = d.sampler(8, seed=5), d.sampler(8, seed=5)
+    next(a)
+    b.rng.bit_generator.state = a.rng.bit_generator.state
+    torch.testing.assert_close(next(a).index, next(b).index)
 
 
 def test_heterogeneous_agents_are_padded_with_masks(minari_root):

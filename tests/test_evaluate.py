@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import marl_offline_bench as mob
-from marl_offline_bench import benchmarking
-from marl_offline_bench.benchmarking import PROTOCOLS, RunLock, checkpoint_path, record_path
+from marl_offline_bench import runstore
+from marl_offline_bench.protocols import PROTOCOLS
+from marl_offline_bench.runstore import RunLock, checkpoint_path, record_path
 from marl_offline_bench.cli import main
 
 N2 = "equal_line-n2-random-v0"
@@ -184,8 +185,8 @@ def test_run_lock_takes_over_only_dead_owners(tmp_path, monkeypatch):
     held = RunLock(lock_path)
     assert held.acquire() and not RunLock(lock_path).acquire()  # a live owner keeps it
     held.release()
-    lock_path.write_text(json.dumps({"host": benchmarking.socket.gethostname(), "pid": 2**22 + 7}))
-    monkeypatch.setattr(benchmarking.os, "kill", _no_such_process)
+    lock_path.write_text(json.dumps({"host": runstore.socket.gethostname(), "pid": 2**22 + 7}))
+    monkeypatch.setattr(runstore.os, "kill", _no_such_process)
     taker = RunLock(lock_path)
     assert taker.acquire()  # the owner is gone: a stale lock is taken over
     taker.release()
@@ -211,7 +212,7 @@ def test_leaderboard_layout_with_references_and_win_rates(tmp_path, monkeypatch)
                 ret = level + 0.1 * seed
                 point = {"episodes": 2, "mean_return": ret, "returns": [ret, ret],
                          "win_rate": 0.5, "normalized_score": None}
-                benchmarking.write_json_atomic(record_path(out, algo, dataset_id, seed, "smoke"), {
+                runstore.write_json_atomic(record_path(out, algo, dataset_id, seed, "smoke"), {
                     "status": "done", "algo": algo, "dataset_id": dataset_id, "task_id": task,
                     "family": "smac", "seed": seed, "protocol": "smoke", "budget": budget,
                     "commit": "abc", "curve": [{"step": 50, **point}],

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import marl_offline_bench as mob  # noqa: E402
 from marl_offline_bench import ray_executor  # noqa: E402
-from marl_offline_bench.benchmarking import checkpoint_path, record_path  # noqa: E402
+from marl_offline_bench.runstore import checkpoint_path, record_path  # noqa: E402
 from marl_offline_bench.cli import main  # noqa: E402
 
 N2, N4 = "equal_line-n2-random-v0", "equal_line-n4-random-v0"

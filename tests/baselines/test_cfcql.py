@@ -12,8 +12,8 @@ from baselines.cfcql import (CONTINUOUS_PER_DATASET, DISCRETE_PER_DATASET, CFCQL
                              counterfactual_joint_q, counterfactual_joint_q_reference,
                              counterfactual_lambda, lambda_entropy,
                              policy_behaviour_kl)
-from baselines.greedy import RecurrentGreedyPolicy
-from baselines.networks import (AgentActors, QMixer, RNNAgent, TwinCritic, UNAVAILABLE_Q,
+from marl_offline_bench.policies import RecurrentGreedyPolicy
+from marl_offline_bench.networks import (AgentActors, QMixer, RNNAgent, TwinCritic, UNAVAILABLE_Q,
                                 build_agent_inputs, clip_grad_norm_agentwise_, td_lambda_targets)
 from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
 from marl_offline_bench.envs import TaskInfo
@@ -262,13 +262,13 @@ def test_discrete_cql_pushes_unseen_actions_below_dataset_actions():
     assert np.isfinite(list(metrics.values())).all()
     batch = next(data.sampler(6, kind="episodes", seed=3))
     with torch.no_grad():
-        inputs = build_agent_inputs(batch["obs"], batch["actions"], info.n_actions)
+        inputs = build_agent_inputs(batch.observations, batch.actions, info.n_actions)
         qs = algo.agent.unroll(inputs)[:, :-1]
-        actions = batch["actions"]
+        actions = batch.actions
         chosen = qs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        avail = batch["avail_actions"][:, :-1]
-        cf_q = counterfactual_joint_q(qs, chosen, algo.mixer.hyper(batch["states"][:, :-1]), avail)
-    real = batch["mask"]
+        avail = batch.avail_actions[:, :-1]
+        cf_q = counterfactual_joint_q(qs, chosen, algo.mixer.hyper(batch.states[:, :-1]), avail)
+    real = batch.mask
     at_data = cf_q.gather(-1, actions.unsqueeze(-1))
     others = cf_q.scatter(-1, actions.unsqueeze(-1), UNAVAILABLE_Q)
     margin = (at_data.squeeze(-1) - others.max(-1).values)[real]     # (steps, n)
@@ -282,8 +282,8 @@ def test_continuous_cql_pushes_unseen_actions_below_dataset_actions():
     for _ in range(150):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
-    batch = algo.sampler.sample()
-    state, actions = batch["states"], batch["actions"]
+    batch = next(algo.sampler)
+    state, actions = batch.states, batch.actions
     mask = torch.as_tensor(info.action_mask, dtype=torch.float32)
     sampled = (torch.rand(32, 2, 16, info.action_dim) * 2 - 1) * mask[:, None]
     with torch.no_grad():
@@ -331,13 +331,13 @@ def test_cached_behaviour_log_probs_match_the_network():
     data = discrete_dataset(info, unavailable=(1, 4))
     algo = CFCQLDiscrete(info, data, CFCQLDiscrete.Config(**TINY_DISCRETE))
     algo.update()
-    batch = algo.sampler.sample()
-    inputs = build_agent_inputs(batch["obs"], batch["actions"], info.n_actions)[:, :-1]
+    batch = next(algo.sampler)
+    inputs = build_agent_inputs(batch.observations, batch.actions, info.n_actions)[:, :-1]
     with torch.no_grad():
-        direct = algo.behaviour.log_probs(inputs, batch["avail_actions"][:, :-1])
-    real = batch["mask"]
-    torch.testing.assert_close(batch["log_beta"][real], direct[real])
-    assert torch.isfinite(batch["log_beta"]).all()
+        direct = algo.behaviour.log_probs(inputs, batch.avail_actions[:, :-1])
+    real = batch.mask
+    torch.testing.assert_close(batch.extras["log_beta"][real], direct[real])
+    assert torch.isfinite(batch.extras["log_beta"]).all()
 
 
 def test_greedy_policy_respects_available_actions():

@@ -10,7 +10,7 @@ from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.macql import (PER_DATASET, MACQLDiscrete, macql_penalty,
                              sample_joint_actions, sampled_joint_q)
-from baselines.networks import QMixer, build_agent_inputs
+from marl_offline_bench.networks import QMixer, build_agent_inputs
 from marl_offline_bench.envs import task_info
 from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
                                         discrete_task)
@@ -91,13 +91,13 @@ def test_conservative_term_pushes_other_joint_actions_below_the_data():
     batch = next(data.sampler(6, kind="episodes", seed=3))
     joint_space = torch.tensor(list(itertools.product(range(4), repeat=2)))    # (16, 2)
     with torch.no_grad():
-        inputs = build_agent_inputs(batch["obs"], batch["actions"], info.n_actions)
+        inputs = build_agent_inputs(batch.observations, batch.actions, info.n_actions)
         qs = algo.agent.unroll(inputs)[:, :-1]
-        weights = algo.mixer.hyper(batch["states"][:, :-1])
+        weights = algo.mixer.hyper(batch.states[:, :-1])
         q_all = sampled_joint_q(qs, joint_space.expand(*qs.shape[:2], -1, -1), weights)
     data_index = 1 * 4 + 3
     others = torch.cat([q_all[..., :data_index], q_all[..., data_index + 1:]], -1)
-    margin = (q_all[..., data_index] - others.max(-1).values)[batch["mask"]]
+    margin = (q_all[..., data_index] - others.max(-1).values)[batch.mask]
     assert (margin > 0).all(), f"a joint action outside the data wins: {margin.min():.3f}"
 
 

@@ -10,7 +10,7 @@ import marl_offline_bench as mob
 from baselines.madtkd import (PER_DATASET, DecisionTransformer, DecisionTransformerPolicy,
                               MADTKDDiscrete, distillation_loss, policy_kl,
                               returns_to_go)
-from baselines.networks import UNAVAILABLE_Q
+from marl_offline_bench.networks import UNAVAILABLE_Q
 from marl_offline_bench.envs import task_info
 from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
                                         discrete_task)

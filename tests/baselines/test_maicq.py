@@ -9,7 +9,7 @@ from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.maicq import (PER_DATASET, DecomposedMixer, MAICQDiscrete, batch_softmax_weights,
                              implicit_constraint_values, maicq_actor_loss)
-from baselines.networks import build_agent_inputs
+from marl_offline_bench.networks import build_agent_inputs
 from marl_offline_bench.envs import task_info
 from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
                                         discrete_task)
@@ -104,8 +104,8 @@ def test_actor_learns_the_dataset_actions():
     assert np.isfinite(list(metrics.values())).all()
     batch = next(data.sampler(6, kind="episodes", seed=3))
     with torch.no_grad():
-        logits = algo.actor.unroll(build_agent_inputs(batch["obs"], batch["actions"], 5))[:, :-1]
-    greedy = logits.argmax(-1)[batch["mask"]]
+        logits = algo.actor.unroll(build_agent_inputs(batch.observations, batch.actions, 5))[:, :-1]
+    greedy = logits.argmax(-1)[batch.mask]
     assert (greedy == torch.tensor([1, 3])).all()
 
 

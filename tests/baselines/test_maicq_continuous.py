@@ -11,7 +11,6 @@ import marl_offline_bench as mob
 from baselines.maicq_continuous import (PER_DATASET, GaussianActors, MAICQContinuous,
                                         MAICQMixer, batch_softmax_weights,
                                         implicit_constraint_values, maicq_actor_loss)
-from baselines.sampling_continuous import WindowSampler
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=4, window=10, hidden_dim=16, mixing_dim=8, baseline_samples=3)
@@ -91,17 +90,17 @@ def test_gaussian_policy_log_prob_ignores_padded_dims():
 def test_window_sampler_stays_inside_episodes(mpe_cn_tiny):
     _, data = mpe_cn_tiny
     e = data.episodes_data
-    whole = WindowSampler(data, 8, 25, seed=1).sample()       # mpe-cn episodes: 25 steps
+    whole = next(data.sampler(8, kind="windows", window=25, seed=1))       # mpe-cn episodes: 25 steps
     assert whole.mask.all() and not whole.has_action[:, -1].any() and whole.has_action[:, :-1].all()
     first_obs = torch.as_tensor(e.obs[e.episode_starts[:-1] + np.arange(e.n_episodes)])
-    assert all((first_obs == o).all(-1).all(-1).any() for o in whole.obs[:, 0])
-    piece = WindowSampler(data, 16, 10, seed=2).sample()
+    assert all((first_obs == o).all(-1).all(-1).any() for o in whole.observations[:, 0])
+    piece = next(data.sampler(16, kind="windows", window=10, seed=2))
     obs, next_obs = data["observations"], data["next_observations"]
     for b in range(16):
-        row = int(np.flatnonzero((obs == piece.obs[b, 0].numpy()).all((-1, -2)))[0])
+        row = int(np.flatnonzero((obs == piece.observations[b, 0].numpy()).all((-1, -2)))[0])
         episode_end = e.episode_starts[np.searchsorted(e.episode_starts, row, "right")]
         steps = np.arange(row, row + 10)
-        np.testing.assert_array_equal(piece.obs[b, 1:].numpy(), next_obs[steps])
+        np.testing.assert_array_equal(piece.observations[b, 1:].numpy(), next_obs[steps])
         np.testing.assert_array_equal(piece.actions[b, :10].numpy(), data["actions"][steps])
         assert bool(piece.has_action[b, 10]) == (row + 10 < episode_end)
 

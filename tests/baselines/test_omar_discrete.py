@@ -7,7 +7,7 @@ import torch
 
 from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
-from baselines.networks import UNAVAILABLE_Q, build_agent_inputs, td_lambda_targets
+from marl_offline_bench.networks import UNAVAILABLE_Q, build_agent_inputs, td_lambda_targets
 from baselines.omar_discrete import (PER_DATASET, OMARDiscrete, independent_cql_penalty, omar_actor_loss,
                                      per_agent_td_lambda_targets, rectification_target)
 from marl_offline_bench.envs import task_info
@@ -110,9 +110,9 @@ def test_critics_prefer_the_dataset_actions_and_the_actor_follows():
     assert np.isfinite(list(metrics.values())).all()
     batch = next(data.sampler(6, kind="episodes", seed=3))
     with torch.no_grad():
-        inputs = build_agent_inputs(batch["obs"], batch["actions"], 5)
-        qs = algo.critic.unroll(inputs)[:, :-1][batch["mask"]]             # (steps, n, A)
-        logits = algo.actor.unroll(inputs)[:, :-1][batch["mask"]]
+        inputs = build_agent_inputs(batch.observations, batch.actions, 5)
+        qs = algo.critic.unroll(inputs)[:, :-1][batch.mask]             # (steps, n, A)
+        logits = algo.actor.unroll(inputs)[:, :-1][batch.mask]
     data_actions = torch.tensor([1, 3])
     assert (qs.argmax(-1) == data_actions).all(), "the CQL critic prefers an unseen action"
     assert (logits.argmax(-1) == data_actions).all(), "the actor does not follow the critic"

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from collection import behaviour
-from collection.behaviour import (behaviour_policy, load_checkpoint, measure_expert_reference,
-                                  read_curve, record_shipped_reference, replay_snapshots,
-                                  select_checkpoints, ship_checkpoints)
+from collection.behaviour import (measure_expert_reference, read_curve, record_shipped_reference,
+                                  replay_snapshots, select_checkpoints, ship_checkpoints)
 from collection.qmix import EVAL_SEED_OFFSET, QMIXTrainer, config_for, to_episode_batch
-from marl_offline_bench.collect import rollout
+from marl_offline_bench.behaviour import (MEDIUM_REPLAY_LOG, behaviour_policy, load_checkpoint,
+                                          rebuild_medium_replay)
+from marl_offline_bench.rollout import rollout
 from marl_offline_bench.envs import make_vec_env
 
 
@@ -41,7 +42,7 @@ def test_snapshots_replay_the_learners_episodes(run):
     out, trainer = run
     replayed = to_episode_batch(replay_snapshots(out, until_episode=16), trainer.info)
     stored = trainer.replay.data
-    for name in ("obs", "actions", "rewards", "mask"):
+    for name in ("observations", "actions", "rewards", "mask"):
         np.testing.assert_array_equal(getattr(replayed, name), getattr(stored, name)[:16], name)
     tail = to_episode_batch(replay_snapshots(out, until_episode=10, last_episodes=4),
                             trainer.info)
@@ -110,9 +111,9 @@ def test_missing_checkpoint_names_the_fix(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_shipped_medium_replay_rebuilds_the_learners_replay(run, tmp_path, monkeypatch):
+def test_shipped_medium_replay_rebuilds_the_learners_replay(run, tmp_path):
     """The action log of the medium-replay window re-simulates exactly what the learner held."""
-    from collection.action_log import read_action_log
+    from marl_offline_bench.action_log import read_action_log
 
     out, trainer = run
     dest = tmp_path / "ship"
@@ -121,16 +122,15 @@ def test_shipped_medium_replay_rebuilds_the_learners_replay(run, tmp_path, monke
     entry = behaviour.ship_medium_replay(out, "equal_line-n2", dest=dest)
     # buffer_size 32 holds every episode before 14.
     assert (entry["first_episode"], entry["until_episode"], entry["acting_batches"]) == (0, 14, 4)
-    assert entry["file"] == behaviour.MEDIUM_REPLAY_LOG
-    monkeypatch.setattr(behaviour, "CHECKPOINT_ROOT", tmp_path)
+    assert entry["file"] == MEDIUM_REPLAY_LOG
     (tmp_path / "equal_line-n2").symlink_to(dest)
-    data, how = behaviour.rebuild_medium_replay("equal_line-n2")
+    data, how = rebuild_medium_replay("equal_line-n2", root=tmp_path)
     assert how["matches_shipped_digest"] is True
     replayed = to_episode_batch(data, trainer.info)
     stored = trainer.replay.data
-    for name in ("obs", "actions", "rewards", "mask"):
+    for name in ("observations", "actions", "rewards", "mask"):
         np.testing.assert_array_equal(getattr(replayed, name), getattr(stored, name)[:14], name)
-    tail, how = behaviour.rebuild_medium_replay("equal_line-n2", episodes=3)
+    tail, how = rebuild_medium_replay("equal_line-n2", episodes=3, root=tmp_path)
     assert tail.n_episodes == 3 and how["first_episode"] == 11
     np.testing.assert_array_equal(tail.actions, data.select_episodes(np.arange(11, 14)).actions)
 
@@ -141,5 +141,5 @@ def test_shipped_medium_replay_rebuilds_the_learners_replay(run, tmp_path, monke
     np.savez_compressed(dest / entry["file"], meta=np.frombuffer(json.dumps(meta).encode(),
                                                                  np.uint8), **log)
     with pytest.warns(RuntimeWarning, match="differs"):
-        _, how = behaviour.rebuild_medium_replay("equal_line-n2")
+        _, how = rebuild_medium_replay("equal_line-n2", root=tmp_path)
     assert how["matches_shipped_digest"] is False

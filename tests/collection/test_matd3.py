@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from collection.behaviour import behaviour_policy, load_checkpoint
-from collection.matd3 import (EVAL_SEED_OFFSET, GaussianActorPolicy, MATD3Learner,
+from collection.matd3 import (EVAL_SEED_OFFSET, MATD3Learner,
                               MATD3Trainer, TransitionBatch, config_for, export_prey,
                               first_update_episode, noise_at, policy_from_snapshot)
-from marl_offline_bench.collect import rollout
+from marl_offline_bench.behaviour import behaviour_policy, load_checkpoint
+from marl_offline_bench.policies import GaussianActorPolicy
+from marl_offline_bench.rollout import rollout
 from marl_offline_bench.envs import make_vec_env, task_info
 from marl_offline_bench.envs.mpe import PretrainedPrey
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from collection.qmix import (EpsilonGreedyPolicy, QMIXTrainer, build_agent, config_for,
+from marl_offline_bench.policies import EpsilonGreedyPolicy
+from collection.qmix import (QMIXTrainer, build_agent, config_for,
                              double_q_values, epsilon_at, qmix_td_loss)
 from marl_offline_bench.envs import task_info
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import marl_offline_bench as mob
-from collection.behaviour import BEHAVIOUR_DIR_ENV, CHECKPOINT_ROOT
+from marl_offline_bench.behaviour import SHIPPED_ROOT
 from marl_offline_bench.cli import main
 
 
@@ -26,9 +26,8 @@ def test_train_flag_reproduces_the_shipped_n2_agents(minari_root, tmp_path, monk
     Bit-equality is checked against a second retraining made here.
     """
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv(BEHAVIOUR_DIR_ENV, "")  # restored (unset) after the test
     ship = _retrain(tmp_path / "first")
-    shipped_doc = json.loads((CHECKPOINT_ROOT / "equal_line-n2" / "config.json").read_text())
+    shipped_doc = json.loads((SHIPPED_ROOT / "equal_line-n2" / "config.json").read_text())
     ours_doc = json.loads((ship / "config.json").read_text())
     # behaviour: the expert's return on 320 evaluation episodes, within 2% of the shipped one
     assert ours_doc["ref_expert_retrained"]["value"] == \
@@ -67,5 +66,5 @@ def test_another_engine_gets_its_own_ids(minari_root):
         mob.normalized_score("smac-2s3z-random-sc2-v0", [0.0])
     assert main(["collect", "--env", "smac", "--map", "2s3z", "--quality", "expert",
                  "--engine", "sc2", "--episodes", "2", "--quiet"]) == 2
-    shipped = json.loads((CHECKPOINT_ROOT / "smac-2s3z" / "config.json").read_text())
+    shipped = json.loads((SHIPPED_ROOT / "smac-2s3z" / "config.json").read_text())
     assert shipped["engine"]["name"] == "jaxmarl.smax"

@@ -1,4 +1,4 @@
-"""Networks and helpers shared by the offline MARL baselines.
+"""Networks shared by the offline learners and the behaviour agents that make the data.
 
 Discrete learners use the PyMARL structure (Rashid et al. 2018; code: oxwhirl/pymarl and
 hijkzzz/pymarl2 ``modules/mixers/nmix.py``): one GRU agent network shared by all agents and a

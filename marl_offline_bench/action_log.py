@@ -9,7 +9,7 @@ float32 values the simulator was given.
 
 A log holds, per acting batch, its reset seed and the learner episode it started at, and per
 episode its length and actions. Rebuilding re-runs each batch through
-:func:`marl_offline_bench.collect.rollout` with :class:`RecordedActions` as the policy, keeps the
+:func:`marl_offline_bench.rollout` with :class:`RecordedActions` as the policy, keeps the
 window's episodes, and checks their SHA-256 against the one recorded when the log was made. A
 mismatch means the simulator itself changed (another engine version), and is reported.
 """
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from marl_offline_bench.collect import rollout
-from marl_offline_bench.dataset import EpisodeArrays
-from marl_offline_bench.envs import make_vec_env
+from .dataset import EpisodeArrays
+from .envs import make_vec_env
+from .rollout import rollout
 
 __all__ = ["RecordedActions", "episodes_digest", "write_action_log", "read_action_log",
            "replay_action_log", "ActionLogError"]

@@ -660,6 +660,8 @@ def rising_text(runs: pd.DataFrame, long: pd.DataFrame) -> str:
                    f"{', '.join(map(str, lengths))} evaluations" if windows else
                    f"no curve here has the {MIN_TREND_POINTS} evaluations needed")
     unknown = sum(v is None for v in verdicts)
+    fell = sum(cell_still_rising([v == "falling" for v in cell.end_verdict])
+               for _, cell in done.groupby(["dataset_id", "algo"])) if verdicts else 0
     return (f"- Still rising ({RISING_MARK}): most of the cell's seeds were still rising when "
             "training stopped, that is, the mean return of a run's last k learning-curve "
             f"evaluations beat the mean of the k before them by more than {RISING_Z:g} standard "
@@ -668,8 +670,10 @@ def rising_text(runs: pd.DataFrame, long: pd.DataFrame) -> str:
             f"{marked} of {cells} cells. Runs: {verdicts.count('rising')} of {len(verdicts)} "
             f"still rising, {verdicts.count('falling')} falling by as much (a gauge of how many "
             "rises are a policy wobbling between evaluations rather than a trend)"
-            + (f", {unknown} with too short a curve to tell" if unknown else "") + ". A marked "
-            "cell has not converged: more updates would likely move it.")
+            + (f", {unknown} with too short a curve to tell" if unknown else "") + f"; by the "
+            f"same vote, {fell} cell{'' if fell == 1 else 's'} ended falling, and where that is near the marked count the "
+            "marks are mostly wobble. A marked cell has not converged: more updates would likely "
+            "move it.")
 
 
 def _budget_text(budgets: list[tuple[int, int, int, int]]) -> str:

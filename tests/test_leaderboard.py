@@ -112,6 +112,8 @@ def test_tables_mark_rising_cells_and_state_the_protocol(tmp_path, monkeypatch):
         _write(out, "quick", "cfcql", "equal_line-n2-random-v0", seed,
                curve(rising if seed == 0 else flat, seed=seed), 1000)
         _write(out, "quick", "bc", "equal_line-n2-medium-v0", seed, curve(flat, seed=seed), 1000)
+        _write(out, "quick", "cfcql", "equal_line-n2-medium-v0", seed,
+               curve([5.0, 5.0, 5.0, 1.0], seed=seed), 1000)  # falls: counted, never marked
         # full: 20 evaluations, flat at the end
         _write(out, "full", "bc", "equal_line-n2-random-v0", seed,
                curve(list(np.linspace(0, 5, 10)) + [5.0] * 10, seed=seed, step=100), 2000)
@@ -121,7 +123,9 @@ def test_tables_mark_rising_cells_and_state_the_protocol(tmp_path, monkeypatch):
     assert BUDGET_BOUND in quick and BUDGET_BOUND not in full
     assert f"5.00 ± 0.00 {RISING_MARK}" not in full and RISING_MARK + " |" not in full
     assert "here k = 5 on curves of 20 evaluations). Marked: 0 of 1 cells." in full
-    assert "here k = 1 on curves of 4 evaluations). Marked: 1 of 3 cells." in quick
+    assert "here k = 1 on curves of 4 evaluations). Marked: 1 of 4 cells." in quick
+    assert "Runs: 4 of 12 still rising, 3 falling by as much" in quick
+    assert "by the same vote, 1 cell ended falling" in quick
     row = next(line for line in quick.splitlines() if line.startswith("| equal_line-n2-random"))
     _, cfcql_cell, bc_cell = [c.strip() for c in row.strip("|").split("|")]  # CFCQL first
     assert bc_cell.strip("*").endswith(f" {RISING_MARK}")  # bold: the best mean
@@ -132,10 +136,12 @@ def test_tables_mark_rising_cells_and_state_the_protocol(tmp_path, monkeypatch):
     assert bc.loc["equal_line-n2-random-v0", "still_rising"]
     assert bc.loc["equal_line-n2-random-v0", "rising_seeds"] == 3
     assert not bc.loc["equal_line-n2-medium-v0", "still_rising"]
-    cf = table[(table.protocol == "quick") & (table.algo == "cfcql")].iloc[0]
-    assert cf.rising_seeds == 1 and not cf.still_rising
+    cf = table[(table.protocol == "quick") & (table.algo == "cfcql")].set_index("dataset_id")
+    assert cf.loc["equal_line-n2-random-v0", "rising_seeds"] == 1
+    assert not cf.loc["equal_line-n2-random-v0", "still_rising"]
+    assert cf.loc["equal_line-n2-medium-v0", "rising_seeds"] == 0
     index = (out / "README.md").read_text()
-    assert "protocol `quick`: 2 datasets, bc, cfcql; still rising (↑): 1 of 3 cells" in index
+    assert "protocol `quick`: 2 datasets, bc, cfcql; still rising (↑): 1 of 4 cells" in index
     assert "protocol `full`: 1 datasets, bc; still rising (↑): 0 of 1 cells" in index
     assert BUDGET_BOUND in index
     assert json.loads((out / "marl_eval.json").read_text())  # the export still works

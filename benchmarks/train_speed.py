@@ -22,7 +22,7 @@ backward, optimiser step):
 Then every registered learner (``baselines.ALGORITHMS``, on each action kind it supports) at the
 ``full`` protocol's batch (its config is ``Cls.config_for(dataset_id, "full")``), on a small real
 dataset of one task per family (Equal_Line n4 and MPE CN by default; SMAC 2s3z and HalfCheetah
-2x3, whose builds take minutes, with ``--slow-families``), built into a scratch Minari root:
+2x3, slower to build and to update, with ``--slow-families``), built into a scratch Minari root:
 
 * updates per second (whole rounds of the continuous learners: one critic+actor update and four
   critic-only ones), after one warm-up round;
@@ -449,7 +449,8 @@ def learner_rows(families: list[str], names: list[str], updates: int,
             algo = build_learner(name, dataset)
             if algo is None:
                 continue
-            row = {"learner": name, "kind": "discrete" if algo.info.discrete else "continuous",
+            row = {"learner": name, "family": family,
+                   "kind": "discrete" if algo.info.discrete else "continuous",
                    "dataset": dataset.dataset_id, "batch": batch_size(algo),
                    **measure_learner(algo, updates)}
             rows.append(row)
@@ -585,7 +586,7 @@ def main() -> None:
     parser.add_argument("--learners", default=None,
                         help="comma-separated registry names for the table (default: all)")
     parser.add_argument("--slow-families", action="store_true",
-                        help="also SMAC 2s3z and HalfCheetah 2x3 (their builds take minutes)")
+                        help="also SMAC 2s3z and HalfCheetah 2x3 (slower to build and to update)")
     parser.add_argument("--learner-updates", type=int, default=5,
                         help="timed updates per learner, rounded up to whole rounds")
     parser.add_argument("--profile", action="store_true",
@@ -612,7 +613,7 @@ def main() -> None:
         rows = learner_rows(families, names, args.learner_updates)
         print()
         print(learner_table(rows))
-        slow = [r["learner"] + "/" + r["kind"] for r in rows if r["ratio"] < 0.5]
+        slow = [f"{r['learner']} on {r['family']}" for r in rows if r["ratio"] < 0.5]
         print(f"\n  below half their matmul rate: {', '.join(slow) or 'none'}\n")
     if args.profile:
         print("where an update's time goes (torch.profiler, CPU):")

@@ -385,7 +385,8 @@ def matmul_gflops(shape: MatmulShape, seconds: float = 0.15) -> float:
         a, b = torch.randn(shape.m, shape.k), torch.randn(shape.k, shape.n)
         op = functools.partial(torch.mm, a, b)
     else:
-        a, b = torch.randn(shape.batch, shape.m, shape.k), torch.randn(shape.batch, shape.k, shape.n)
+        a = torch.randn(shape.batch, shape.m, shape.k)
+        b = torch.randn(shape.batch, shape.k, shape.n)
         op = functools.partial(torch.bmm, a, b)
     op()
     best = 0.0

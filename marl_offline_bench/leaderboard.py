@@ -671,7 +671,8 @@ def rising_text(runs: pd.DataFrame, long: pd.DataFrame) -> str:
             f"still rising, {verdicts.count('falling')} falling by as much (a gauge of how many "
             "rises are a policy wobbling between evaluations rather than a trend)"
             + (f", {unknown} with too short a curve to tell" if unknown else "") + f"; by the "
-            f"same vote, {fell} cell{'' if fell == 1 else 's'} ended falling, and where that is near the marked count the "
+            f"same vote, {fell} cell{'' if fell == 1 else 's'} ended falling, and where that is "
+            "near the marked count the "
             "marks are mostly wobble. A marked cell has not converged: more updates would likely "
             "move it.")
 
@@ -858,7 +859,8 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     return written
 
 
-__all__ = ["load_records", "runs_frame", "end_trend", "end_verdict", "still_rising", "cell_still_rising",
+__all__ = ["load_records", "runs_frame", "end_trend", "end_verdict", "still_rising",
+           "cell_still_rising",
            "EndTrend", "RISING_Z", "MIN_TREND_POINTS", "RISING_MARK", "rising_counts",
            "family_table", "data_score", "best_counts",
            "quality_table", "coverage_table", "aggregates", "interval_estimates",

@@ -1,0 +1,147 @@
+"""Convergence marks in the leaderboard: the still-rising rule, its cell vote, and the tables."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from marl_offline_bench import runstore
+from marl_offline_bench.runstore import record_path
+from marl_offline_bench.leaderboard import (RISING_MARK, cell_still_rising, end_trend,
+                                            end_verdict, still_rising, write_leaderboards)
+from marl_offline_bench.protocols import BUDGET_BOUND
+
+EPISODES = 32
+
+
+def curve(true_means, noise=1.0, seed=0, episodes=EPISODES, step=250):
+    """A learning curve whose evaluations draw ``episodes`` returns around each true mean."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for i, mu in enumerate(true_means):
+        returns = (mu + noise * rng.standard_normal(episodes)).tolist()
+        points.append({"step": step * (i + 1), "episodes": episodes,
+                       "mean_return": float(np.mean(returns)),
+                       "std_return": float(np.std(returns)), "returns": returns,
+                       "normalized_score": None})
+    return points
+
+
+def test_flat_noisy_curves_are_rarely_rising():
+    # Evaluation noise alone: a 2-standard-error one-sided test fires on about 2.3% of them.
+    verdicts = [still_rising(curve([5.0] * 4, seed=s)) for s in range(400)]
+    assert None not in verdicts
+    assert 0.005 < np.mean(verdicts) < 0.05
+
+
+def test_a_rise_of_four_standard_errors_is_rising():
+    # Each evaluation's error is 1/sqrt(32) = 0.18, the difference's 0.25: a rise of 1.0 is 4
+    # standard errors (it would be 0.7 if the episodes' std were taken for the error).
+    rises = [still_rising(curve([0.0, 0.0, 4.0, 5.0], seed=s)) for s in range(50)]
+    assert np.mean(rises) > 0.9
+    trend = end_trend(curve([0.0, 0.0, 4.0, 5.0]))
+    assert trend.window == 1
+    assert trend.standard_error == pytest.approx(np.sqrt(2 / EPISODES), rel=0.3)
+
+
+def test_a_clearly_falling_curve_is_falling_not_rising():
+    points = curve([5.0, 5.0, 5.0, 2.0])
+    assert end_verdict(points) == "falling" and still_rising(points) is False
+
+
+def test_too_few_points_or_episodes_is_unknown():
+    assert still_rising(curve([0.0, 10.0])) is None
+    assert still_rising(curve([0.0, 1.0, 5.0])) is None
+    assert still_rising([]) is None
+    one_episode = curve([0.0, 1.0, 2.0, 30.0], episodes=1)
+    assert still_rising(one_episode) is None  # one episode says nothing about its own noise
+
+
+def test_deterministic_evaluations_round_off_is_not_a_rise():
+    constant = curve([3.0] * 4, noise=0.0)
+    assert end_verdict(constant) == "flat"
+    jitter = curve([3.0, 3.0, 3.0, 3.0 + 1e-8], noise=0.0)
+    assert still_rising(jitter) is False
+    real = curve([3.0, 3.0, 3.0, 3.5], noise=0.0)
+    assert still_rising(real) is True
+
+
+def test_the_window_is_the_last_quarter_against_the_one_before():
+    # 20 evaluations: rose over the first half, flat for the last ten: converged.
+    early_rise = curve(list(np.linspace(0, 10, 10)) + [10.0] * 10, seed=3)
+    assert end_trend(early_rise).window == 5
+    assert still_rising(early_rise) is False
+    late_rise = curve([0.0] * 10 + [0.0] * 5 + [3.0] * 5, seed=3)
+    assert still_rising(late_rise) is True
+
+
+def test_the_legacy_point_without_returns_uses_its_std():
+    points = [{"mean_return": m, "std_return": 1.0, "episodes": 100}
+              for m in (0.0, 0.0, 0.0, 1.0)]
+    trend = end_trend(points)
+    assert trend.increase == pytest.approx(1.0)
+    assert trend.standard_error == pytest.approx(np.sqrt(2 * 100 / 99 / 100))
+    assert still_rising(points) is True
+
+
+@pytest.mark.parametrize("verdicts, marked", [
+    ([True, True, False], True), ([True, False, False], False), ([True, None, None], False),
+    ([True, True], True), ([True, False], False), ([True], True), ([None, None, None], False),
+    ([], False)])
+def test_a_cell_is_marked_by_a_strict_majority_of_its_seeds(verdicts, marked):
+    assert cell_still_rising(verdicts) is marked
+
+
+def _write(out, protocol, algo, dataset_id, seed, points, updates):
+    budget = {"updates": updates, "eval_every": updates // len(points), "eval_episodes": EPISODES,
+              "final_episodes": 10 * EPISODES}
+    final = {**points[-1], "step": updates}
+    runstore.write_json_atomic(record_path(out, algo, dataset_id, seed, protocol), {
+        "status": "done", "algo": algo, "dataset_id": dataset_id, "task_id": "equal_line-n2",
+        "family": "equal_line", "seed": seed, "protocol": protocol, "budget": budget,
+        "commit": "abc", "curve": points, "final": final})
+
+
+def test_tables_mark_rising_cells_and_state_the_protocol(tmp_path, monkeypatch):
+    monkeypatch.setenv("MARL_BENCH_REFERENCE_FILE", str(tmp_path / "no-references.json"))
+    out = tmp_path / "lb"
+    rising, flat = [0.0, 1.0, 2.0, 5.0], [5.0] * 4
+    for seed in range(3):
+        # quick: BC still rising on every seed; CFCQL rising on one seed of three only
+        _write(out, "quick", "bc", "equal_line-n2-random-v0", seed, curve(rising, seed=seed), 1000)
+        _write(out, "quick", "cfcql", "equal_line-n2-random-v0", seed,
+               curve(rising if seed == 0 else flat, seed=seed), 1000)
+        _write(out, "quick", "bc", "equal_line-n2-medium-v0", seed, curve(flat, seed=seed), 1000)
+        _write(out, "quick", "cfcql", "equal_line-n2-medium-v0", seed,
+               curve([5.0, 5.0, 5.0, 1.0], seed=seed), 1000)  # falls: counted, never marked
+        # full: 20 evaluations, flat at the end
+        _write(out, "full", "bc", "equal_line-n2-random-v0", seed,
+               curve(list(np.linspace(0, 5, 10)) + [5.0] * 10, seed=seed, step=100), 2000)
+    write_leaderboards(out, reps=20)
+    text = (out / "equal_line.md").read_text()
+    full, quick = text.split("## Protocol `full`")[1].split("## Protocol `quick`")
+    assert BUDGET_BOUND in quick and BUDGET_BOUND not in full
+    assert f"5.00 ± 0.00 {RISING_MARK}" not in full and RISING_MARK + " |" not in full
+    assert "here k = 5 on curves of 20 evaluations). Marked: 0 of 1 cells." in full
+    assert "here k = 1 on curves of 4 evaluations). Marked: 1 of 4 cells." in quick
+    assert "Runs: 4 of 12 still rising, 3 falling by as much" in quick
+    assert "by the same vote, 1 cell ended falling" in quick
+    row = next(line for line in quick.splitlines() if line.startswith("| equal_line-n2-random"))
+    _, cfcql_cell, bc_cell = [c.strip() for c in row.strip("|").split("|")]  # CFCQL first
+    assert bc_cell.strip("*").endswith(f" {RISING_MARK}")  # bold: the best mean
+    assert RISING_MARK not in cfcql_cell  # one rising seed of three does not mark the cell
+    assert "Aggregates over 2 datasets, protocol `quick`" in quick
+    table = pd.read_csv(out / "equal_line.csv")
+    bc = table[(table.protocol == "quick") & (table.algo == "bc")].set_index("dataset_id")
+    assert bc.loc["equal_line-n2-random-v0", "still_rising"]
+    assert bc.loc["equal_line-n2-random-v0", "rising_seeds"] == 3
+    assert not bc.loc["equal_line-n2-medium-v0", "still_rising"]
+    cf = table[(table.protocol == "quick") & (table.algo == "cfcql")].set_index("dataset_id")
+    assert cf.loc["equal_line-n2-random-v0", "rising_seeds"] == 1
+    assert not cf.loc["equal_line-n2-random-v0", "still_rising"]
+    assert cf.loc["equal_line-n2-medium-v0", "rising_seeds"] == 0
+    index = (out / "README.md").read_text()
+    assert "protocol `quick`: 2 datasets, bc, cfcql; still rising (↑): 1 of 4 cells" in index
+    assert "protocol `full`: 1 datasets, bc; still rising (↑): 0 of 1 cells" in index
+    assert BUDGET_BOUND in index
+    assert json.loads((out / "marl_eval.json").read_text())  # the export still works

@@ -5,6 +5,10 @@ names (see ``pyproject.toml``): one :class:`~marl_offline_bench.AlgorithmSpec` p
 ``marl-bench evaluate --algo`` name, saying which class serves each action kind. Nothing is
 imported until a name is built, so ``import baselines`` stays light. Adding an algorithm is
 one file and one line here.
+
+Files: ``<algo>.py`` for an algorithm with one action kind, or whose two kinds share their
+config, tables and losses (BC, CFCQL); ``<algo>_discrete.py`` and ``<algo>_continuous.py`` where
+the two kinds are separate learners (MACQL, MAICQ, OMAR).
 """
 from __future__ import annotations
 
@@ -15,12 +19,12 @@ ALGORITHMS: list[AlgorithmSpec] = [
                   continuous="baselines.bc:BCContinuous"),
     AlgorithmSpec("cfcql", "CFCQL", discrete="baselines.cfcql:CFCQLDiscrete",
                   continuous="baselines.cfcql:CFCQLContinuous"),
-    AlgorithmSpec("macql", "MACQL", discrete="baselines.macql:MACQLDiscrete",
+    AlgorithmSpec("macql", "MACQL", discrete="baselines.macql_discrete:MACQLDiscrete",
                   continuous="baselines.macql_continuous:MACQLContinuous"),
-    AlgorithmSpec("maicq", "MAICQ", discrete="baselines.maicq:MAICQDiscrete",
+    AlgorithmSpec("maicq", "MAICQ", discrete="baselines.maicq_discrete:MAICQDiscrete",
                   continuous="baselines.maicq_continuous:MAICQContinuous"),
     AlgorithmSpec("omar", "OMAR", discrete="baselines.omar_discrete:OMARDiscrete",
-                  continuous="baselines.omar:OMARContinuous"),
+                  continuous="baselines.omar_continuous:OMARContinuous"),
     AlgorithmSpec("madtkd", "MADTKD", discrete="baselines.madtkd:MADTKDDiscrete"),
     AlgorithmSpec("matd3-bc", "MATD3-BC", continuous="baselines.matd3bc:MATD3BC"),
     AlgorithmSpec("icql", "ICQL", continuous="baselines.icql:ICQL"),

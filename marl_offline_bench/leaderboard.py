@@ -50,6 +50,7 @@ import pandas as pd
 
 from .algorithms import display_name, is_ablation
 from .protocols import BUDGET_BOUND
+from .records import RunRecord
 from .registry import DATASETS, get_dataset, recorded_statistics, reference_scores
 from .scores import score_normalizer
 
@@ -66,43 +67,43 @@ RISING_MARK = "↑"
 
 
 # -- reading records -----------------------------------------------------------------------------
-def load_records(out: Path) -> list[dict[str, Any]]:
+def load_records(out: Path) -> list[RunRecord]:
     """Every run record under ``out/runs``, sorted by algorithm, dataset and seed."""
     records = []
     for path in sorted(Path(out).glob("runs/*/*/*/seed*.json")):
         try:
-            records.append(json.loads(path.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            records.append(RunRecord.from_json(json.loads(path.read_text())))
+        except (ValueError, UnicodeDecodeError) as err:
             logger.warning("skipping unreadable record %s: %s", path, err)
-    return sorted(records, key=lambda r: (r["algo"], r["dataset_id"], r["seed"]))
+    return sorted(records, key=lambda r: (r.algo, r.dataset_id, r.seed))
 
 
 def _normalizer(task_id: str) -> Callable[[float], float] | None:
     return score_normalizer(reference_scores(task_id))
 
 
-def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per record: identity, protocol, status, the final score, and how its learning
     curve ended (``end_verdict``, ``still_rising``: see :func:`end_verdict`)."""
     rows = []
     for r in records:
-        norm = _normalizer(r["task_id"])
-        final = r.get("final") or {}
+        norm = _normalizer(r.task_id)
+        final = r.final or {}
         ret = final.get("mean_return")
-        budget = r["budget"]
+        budget = r.budget
         rows.append({
-            "family": r["family"], "protocol": r["protocol"],
+            "family": r.family, "protocol": r.protocol,
             "budget": (budget["updates"], budget["eval_every"], budget["eval_episodes"],
                        budget["final_episodes"]),
-            "dataset_id": r["dataset_id"], "task_id": r["task_id"], "algo": r["algo"],
-            "seed": r["seed"], "status": r["status"],
+            "dataset_id": r.dataset_id, "task_id": r.task_id, "algo": r.algo,
+            "seed": r.seed, "status": r.status,
             "metric": "normalized" if norm else "return",
             "score": None if ret is None else (norm(ret) if norm else ret),
             "final_return": ret, "win_rate": final.get("win_rate"),
-            "failed_step": (r.get("failure") or {}).get("step"),
-            "wall_time_s": r.get("wall_time_s"), "commit": r.get("commit"),
-            "curve_points": len(r.get("curve") or []),
-            "end_verdict": end_verdict(r.get("curve") or []) if r["status"] == "done" else None,
+            "failed_step": (r.failure or {}).get("step"),
+            "wall_time_s": r.wall_time_s, "commit": r.commit,
+            "curve_points": len(r.curve or []),
+            "end_verdict": end_verdict(r.curve or []) if r.status == "done" else None,
         })
     frame = pd.DataFrame(rows)
     if len(frame):
@@ -496,18 +497,18 @@ def _pyplot():
     return plt
 
 
-def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) -> Path:
+def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Path:
     """One panel per dataset, one line per algorithm: mean ± std over seeds of the curve."""
     plt = _pyplot()
-    datasets = sorted({r["dataset_id"] for r in records})
+    datasets = sorted({r.dataset_id for r in records})
     cols = min(4, len(datasets))
     rows = -(-len(datasets) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     for ax, dataset_id in zip(axes.ravel(), datasets):
-        mine = [r for r in records if r["dataset_id"] == dataset_id and r["status"] == "done"]
-        norm = _normalizer(mine[0]["task_id"]) if mine else None
-        for algo in sorted({r["algo"] for r in mine}):
-            curves = [r["curve"] for r in mine if r["algo"] == algo]
+        mine = [r for r in records if r.dataset_id == dataset_id and r.status == "done"]
+        norm = _normalizer(mine[0].task_id) if mine else None
+        for algo in sorted({r.algo for r in mine}):
+            curves = [r.curve for r in mine if r.algo == algo]
             length = min(len(c) for c in curves)
             steps = [p["step"] for p in curves[0][:length]]
             values = np.array([[norm(p["mean_return"]) if norm else p["mean_return"]
@@ -599,7 +600,7 @@ def plot_performance_profile(matrices: dict[str, np.ndarray], reps: int, path: P
 
 
 # -- marl-eval export ------------------------------------------------------------------------------
-def marl_eval_export(records: list[dict[str, Any]]) -> dict[str, Any]:
+def marl_eval_export(records: list[RunRecord]) -> dict[str, Any]:
     """Finished runs as marl-eval's raw-data JSON.
 
     ``{family: {dataset_id: {algo: {"run_<seed>": {"step_<i>": {"step_count": updates,
@@ -618,14 +619,14 @@ def marl_eval_export(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     data: dict[str, Any] = {}
     for r in records:
-        if r["status"] != "done":
+        if r.status != "done":
             continue
-        norm = _normalizer(r["task_id"])
+        norm = _normalizer(r.task_id)
         run = {f"step_{i}": {"step_count": p["step"], **metrics(p, norm)}
-               for i, p in enumerate(r["curve"])}
-        run["absolute_metrics"] = metrics(r["final"], norm)
-        (data.setdefault(r["family"], {}).setdefault(r["dataset_id"], {})
-             .setdefault(r["algo"], {}))[f"run_{r['seed']}"] = run
+               for i, p in enumerate(r.curve)}
+        run["absolute_metrics"] = metrics(r.final, norm)
+        (data.setdefault(r.family, {}).setdefault(r.dataset_id, {})
+             .setdefault(r.algo, {}))[f"run_{r.seed}"] = run
     return data
 
 
@@ -765,8 +766,8 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
                           markdown_table(win_display), ""]
                 win_long.insert(0, "protocol", protocol)
                 csv_frames.append(win_long.assign(value="win_rate_percent"))
-            curves = plot_learning_curves([r for r in records if r["family"] == family
-                                           and r["protocol"] == protocol],
+            curves = plot_learning_curves([r for r in records if r.family == family
+                                           and r.protocol == protocol],
                                           out / "plots" / f"{tag}-curves.png",
                                           f"{family}, protocol {protocol}")
             written.append(curves)

@@ -46,7 +46,7 @@ class RunRecord:
     seed: int
     protocol: str
     budget: dict[str, Any]
-    config: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
     status: str = "running"
     format: int = RECORD_FORMAT
     budget_source: str | None = None

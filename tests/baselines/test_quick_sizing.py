@@ -6,12 +6,12 @@ from baselines.base import QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH
 from baselines.bc import BCContinuous, BCDiscrete
 from baselines.cfcql import CFCQLContinuous, CFCQLDiscrete
 from baselines.icql import ICQL
-from baselines.macql import MACQLDiscrete
+from baselines.macql_discrete import MACQLDiscrete
 from baselines.macql_continuous import MACQLContinuous
 from baselines.madtkd import MADTKDDiscrete
-from baselines.maicq import MAICQDiscrete
+from baselines.maicq_discrete import MAICQDiscrete
 from baselines.matd3bc import MATD3BC
-from baselines.omar import OMARContinuous
+from baselines.omar_continuous import OMARContinuous
 from baselines.omar_discrete import OMARDiscrete
 
 DISCRETE = "smac-2s3z-medium-v0"

@@ -224,7 +224,7 @@ class OMARContinuous(ICQL):
                         ).mean().item()}
 
 
-if __name__ == "__main__":  # python -m baselines.omar --dataset ID --protocol smoke
+if __name__ == "__main__":  # python -m baselines.omar_continuous --dataset ID --protocol smoke
     from marl_offline_bench.training import main
 
     raise SystemExit(main("omar"))

@@ -1,4 +1,4 @@
-"""Tests of baselines/macql.py: the sampled joint-action logsumexp, training, resuming."""
+"""Tests of baselines/macql_discrete.py: the sampled joint-action logsumexp, training, resuming."""
 import io
 import itertools
 
@@ -8,7 +8,7 @@ import torch
 
 from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
-from baselines.macql import (PER_DATASET, MACQLDiscrete, macql_penalty,
+from baselines.macql_discrete import (PER_DATASET, MACQLDiscrete, macql_penalty,
                              sample_joint_actions, sampled_joint_q)
 from marl_offline_bench.networks import QMixer, build_agent_inputs
 from marl_offline_bench.envs import task_info

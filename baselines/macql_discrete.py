@@ -236,7 +236,7 @@ class MACQLDiscrete(OfflineAlgorithm):
                                      self.config.device)
 
 
-if __name__ == "__main__":  # python -m baselines.macql --dataset ID --protocol smoke
+if __name__ == "__main__":  # python -m baselines.macql_discrete --dataset ID --protocol smoke
     from marl_offline_bench.training import main
 
     raise SystemExit(main("macql"))

@@ -367,7 +367,7 @@ class MAICQDiscrete(OfflineAlgorithm):
                                      self.config.device)
 
 
-if __name__ == "__main__":  # python -m baselines.maicq --dataset ID --protocol smoke
+if __name__ == "__main__":  # python -m baselines.maicq_discrete --dataset ID --protocol smoke
     from marl_offline_bench.training import main
 
     raise SystemExit(main("maicq"))

@@ -1,4 +1,4 @@
-"""Tests of baselines/maicq.py: batch-softmax weights, decomposed mixer, actor loss, training."""
+"""Tests of baselines/maicq_discrete.py: batch-softmax weights, decomposed mixer, actor loss, training."""
 import io
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 
 from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
-from baselines.maicq import (PER_DATASET, DecomposedMixer, MAICQDiscrete, batch_softmax_weights,
+from baselines.maicq_discrete import (PER_DATASET, DecomposedMixer, MAICQDiscrete, batch_softmax_weights,
                              implicit_constraint_values, maicq_actor_loss)
 from marl_offline_bench.networks import build_agent_inputs
 from marl_offline_bench.envs import task_info

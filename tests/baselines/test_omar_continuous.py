@@ -1,4 +1,4 @@
-"""Continuous OMAR (baselines/omar.py): the CEM target, the rectified actor loss, a smoke run."""
+"""Continuous OMAR (baselines/omar_continuous.py): the CEM target, the rectified actor loss, a smoke run."""
 import io
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
 from baselines.icql import independent_actor_loss
-from baselines.omar import (PER_DATASET, OMARContinuous, cem_rectified_actions, omar_actor_loss)
+from baselines.omar_continuous import (PER_DATASET, OMARContinuous, cem_rectified_actions, omar_actor_loss)
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=32, hidden_dim=16, num_sampled_actions=4)

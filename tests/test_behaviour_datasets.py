@@ -6,6 +6,9 @@ import marl_offline_bench as mob
 from marl_offline_bench.collect import build_blocker
 from marl_offline_bench.registry import get_dataset, recorded_statistics
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 SHIPPED = ["equal_line-n2", "equal_line-n4", "smac-2s3z", "smac-3s_vs_5z", "mpe-world"]
 
 

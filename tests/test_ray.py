@@ -22,6 +22,9 @@ from marl_offline_bench import ray_executor  # noqa: E402
 from marl_offline_bench.runstore import checkpoint_path, record_path  # noqa: E402
 from marl_offline_bench.cli import main  # noqa: E402
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 N2, N4 = "equal_line-n2-random-v0", "equal_line-n4-random-v0"
 SMALL = ["--set", "episode_batch_size=8", "--bootstrap-reps", "200"]
 REPO = Path(__file__).resolve().parents[1]

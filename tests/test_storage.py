@@ -13,6 +13,9 @@ import marl_offline_bench as mob
 from marl_offline_bench import storage
 from marl_offline_bench.registry import get_dataset
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 DATASET = "equal_line-n4-random-v0"
 
 

@@ -16,6 +16,9 @@ from marl_offline_bench.behaviour import (MEDIUM_REPLAY_LOG, behaviour_policy, l
 from marl_offline_bench.rollout import rollout
 from marl_offline_bench.envs import make_vec_env
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -16,6 +16,9 @@ from marl_offline_bench.rollout import rollout
 from marl_offline_bench.envs import make_vec_env, task_info
 from marl_offline_bench.envs.mpe import PretrainedPrey
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 # 4 episodes of 25 steps per acting batch; updates from the 2nd batch on; small networks.
 TINY = dict(num_envs=4, buffer_size=2000, batch_size=32, updates_per_step=0.1, start_steps=100,
             hidden_dim=16, eval_interval_steps=200, eval_episodes=4, eval_num_envs=4,

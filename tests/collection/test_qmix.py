@@ -12,6 +12,9 @@ from collection.qmix import (QMIXTrainer, build_agent, config_for,
                              double_q_values, epsilon_at, qmix_td_loss)
 from marl_offline_bench.envs import task_info
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 
 def tiny_config(**overrides):
     settings = dict(env_steps=800, num_envs=4, buffer_size=32, batch_size=4,

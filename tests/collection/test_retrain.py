@@ -9,6 +9,9 @@ import marl_offline_bench as mob
 from marl_offline_bench.behaviour import SHIPPED_ROOT
 from marl_offline_bench.cli import main
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 
 def _retrain(root):
     assert main(["collect", "--env", "equal_line", "--task", "n2", "--quality", "expert",

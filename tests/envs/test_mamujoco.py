@@ -18,6 +18,9 @@ from marl_offline_bench.envs.mamujoco import (
     task_info,
 )
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 NAME = "halfcheetah_2x3"
 
 

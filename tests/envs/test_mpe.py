@@ -22,6 +22,9 @@ from marl_offline_bench.envs.mpe import (
     to_mpe2_comm,
 )
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 TASKS = ("cn", "pp", "world")
 BATCH = 4  # one batch size throughout, so that jax compiles each task's step once
 

@@ -22,6 +22,9 @@ from marl_offline_bench.envs.smax import (
     task_info,
 )
 
+#: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("jaxmarl")
 
 # map -> (allies, enemies)

@@ -122,18 +122,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   for o in summary.outcomes):
         paths = write_leaderboards(out, reps=args.bootstrap_reps)
         say(f"leaderboards: {len(paths)} files under {out}")
-    errors = [o for o in summary.outcomes if o.status == "error"]
-    if errors:
-        listing = "; ".join(f"{o.job.key}: {o.message}" for o in errors[:5])
-        raise RuntimeError(f"{len(errors)} run(s) raised ({listing}); no record was written "
-                           "for them and any checkpoint is kept, so the same command resumes "
-                           "them once the cause is fixed.")
-    busy = [o for o in summary.outcomes if o.status == "busy"]
-    if busy:
-        listing = "; ".join(f"{o.job.key}: {o.message}" for o in busy[:5])
-        raise RuntimeError(f"{len(busy)} run(s) are held by another live process ({listing}); "
-                           "they were not run here. Wait for that process, or stop it and run "
-                           "the same command again: a lock whose process is gone is taken over.")
+    unfinished = {
+        "error": "raised ({listing}); no record was written for them and any checkpoint is kept, "
+                 "so the same command resumes them once the cause is fixed.",
+        "busy": "are held by another live process ({listing}); they were not run here. Wait for "
+                "that process, or stop it and run the same command again: a lock whose process "
+                "is gone is taken over.",
+    }
+    for status, why in unfinished.items():
+        runs = [o for o in summary.outcomes if o.status == status]
+        if runs:
+            listing = "; ".join(f"{o.job.key}: {o.message}" for o in runs[:5])
+            raise RuntimeError(f"{len(runs)} run(s) " + why.format(listing=listing))
     return 0
 
 

@@ -294,3 +294,71 @@ def test_agent_scaling_plot_groups_equal_line_by_n_and_quality(tmp_path):
     assert plot_agent_scaling(one_n, tmp_path / "none.png", "t") is None  # nothing to compare
     smac = pd.DataFrame([{**rows[0], "task_id": "smac-2s3z", "dataset_id": "smac-2s3z-medium-v0"}])
     assert plot_agent_scaling(smac, tmp_path / "none.png", "t") is None
+
+
+def test_run_lock_sees_a_reused_pid(tmp_path):
+    """A lock whose pid is alive but names a process started at another time is stale."""
+    import os
+
+    lock_path = tmp_path / "seed0.lock"
+    started = runstore.process_start(os.getpid())
+    assert started is not None
+    lock_path.write_text(json.dumps({"host": runstore.socket.gethostname(), "pid": os.getpid(),
+                                     "started": started + 1}))
+    taker = RunLock(lock_path)
+    assert taker.acquire()  # the pid was reused: its owner is gone
+    taker.release()
+    lock_path.write_text(json.dumps({"host": runstore.socket.gethostname(), "pid": os.getpid(),
+                                     "started": started}))
+    assert not RunLock(lock_path).acquire()  # the very process: a live owner keeps it
+
+
+def test_a_busy_run_makes_evaluate_fail_and_say_who_holds_it(built, capsys):
+    out = built / "lb"
+    holder = RunLock(record_path(out, "bc", N2, 0, "smoke").with_suffix(".lock"))
+    assert holder.acquire()
+    try:
+        assert evaluate(out, seeds="0,") == 2
+    finally:
+        holder.release()
+    err = capsys.readouterr().err
+    assert "held by another live process" in err and "pid" in err
+
+
+def test_local_workers_die_with_their_parent(tmp_path):
+    """kill -9 of the process that started a worker ends the worker too (no orphan keeps
+    training and holding a run's lock)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    worker = ("import os, time\n"
+              "from marl_offline_bench.executors import _die_with_parent\n"
+              "_die_with_parent(os.getppid())\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(120)\n")
+    parent = ("import subprocess, sys, time\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {worker!r}], stdout=subprocess.PIPE,"
+              " text=True)\n"
+              "assert p.stdout.readline().strip() == 'ready'\n"
+              "print(p.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    boss = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    pid = int(boss.stdout.readline())
+    os.kill(boss.pid, signal.SIGKILL)
+    boss.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        # a dead worker stays a zombie until its new parent (init) reaps it: that is gone too
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the worker outlived its parent")

@@ -67,7 +67,8 @@ class OfflineAlgorithm(abc.ABC):
             between the per-dataset table and explicit overrides, and every run records the
             resolved config.
         checkpoint_attributes: attributes whose ``state_dict()`` make up a checkpoint (see
-            :meth:`state_dict`).
+            :meth:`state_dict`); an algorithm whose parts sit elsewhere (in a backbone object)
+            names them in :meth:`checkpoint_parts` instead.
     """
 
     Config: ClassVar[type[BaseConfig]]
@@ -104,14 +105,19 @@ class OfflineAlgorithm(abc.ABC):
     def policy(self):
         """A greedy acting policy: ``policy(obs, avail) -> actions`` with optional ``reset(B)``."""
 
+    def checkpoint_parts(self) -> dict[str, Any]:
+        """Checkpoint key -> object with ``state_dict``/``load_state_dict``; by default the
+        ``checkpoint_attributes``, each under its own name."""
+        return {name: getattr(self, name) for name in self.checkpoint_attributes}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume training: the ``checkpoint_attributes``' state, the
         update count, the batch sampler's random state and torch's."""
-        if not self.checkpoint_attributes:
+        parts = self.checkpoint_parts()
+        if not parts:
             raise NotImplementedError(f"{type(self).__name__} sets no checkpoint_attributes "
                                       "and does not override state_dict()")
-        state: dict[str, Any] = {name: getattr(self, name).state_dict()
-                                 for name in self.checkpoint_attributes}
+        state: dict[str, Any] = {name: part.state_dict() for name, part in parts.items()}
         state.update(config=self.config.to_dict(), updates=self.updates,
                      sampler_rng=self.sampler.rng.bit_generator.state,
                      torch_rng=torch.get_rng_state())
@@ -119,8 +125,8 @@ class OfflineAlgorithm(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
-        for name in self.checkpoint_attributes:
-            getattr(self, name).load_state_dict(state[name])
+        for name, part in self.checkpoint_parts().items():
+            part.load_state_dict(state[name])
         self.updates = int(state["updates"])
         self.sampler.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])

@@ -10,8 +10,9 @@ The conservative term pushes down, for each agent i separately, the value of joi
 which only a_i leaves the data (the others keep their dataset actions), weighted across agents
 by lambda_i = softmax_i(sign * tau * d_i), d_i a distance of agent i's policy from the data.
 
-Discrete (:class:`CFCQLDiscrete`, CFCQL(H), appendix Eq. B.37-B.39): QMIX backbone, TD(lambda)
-double-Q targets, counterfactual logsumexp over agent i's available actions of the mixed Q,
+Discrete (:class:`CFCQLDiscrete`, CFCQL(H), appendix Eq. B.37-B.39): the QMIX backbone
+(:mod:`baselines.qmix_backbone`: TD(lambda) double-Q targets, hard target copies),
+counterfactual logsumexp over agent i's available actions of the mixed Q,
 d_i = KL(softmax_j Q_tot(s, a_i=j, a_-i) || beta_i).
 Continuous (:class:`CFCQLContinuous`, Eq. 10 and B.40): centralised twin critic and per-agent
 actors (TD3 style), counterfactual CQL(H) with M sampled actions per source and log-density
@@ -63,10 +64,11 @@ from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRA
                    BaseConfig, OfflineAlgorithm, QMIXBackboneConfig)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
-from marl_offline_bench.networks import (AgentActors, MixerWeights, QMixer, RNNAgent, TwinCritic, agent_input_dim,
-                       build_agent_inputs, clip_grad_norm_agentwise_, hard_update, make_target,
-                       masked_argmax, masked_fill_unavailable, masked_mean, soft_update,
-                       td_lambda_targets)
+from marl_offline_bench.networks import (AgentActors, MixerWeights, QMixer, TwinCritic,
+                                         build_agent_inputs, clip_grad_norm_agentwise_,
+                                         make_target, masked_fill_unavailable, masked_mean,
+                                         soft_update)
+from .qmix_backbone import QMIXBackbone, qmix_td_loss
 
 __all__ = [
     "CFCQLDiscrete", "CFCQLContinuous", "CFCQLDiscreteConfig", "CFCQLContinuousConfig",
@@ -74,7 +76,7 @@ __all__ = [
     # loss functions
     "counterfactual_lambda", "lambda_entropy", "counterfactual_joint_q",
     "counterfactual_joint_q_reference", "policy_behaviour_kl", "cfcql_discrete_penalty",
-    "qmix_td_loss", "counterfactual_joint_actions", "cfcql_continuous_penalty",
+    "counterfactual_joint_actions", "cfcql_continuous_penalty",
     "counterfactual_actor_loss",
 ]
 
@@ -356,11 +358,6 @@ def cfcql_discrete_penalty(cf_q: torch.Tensor, lam: torch.Tensor, q_tot: torch.T
     return masked_mean(pushed_down - q_tot, mask)
 
 
-def qmix_td_loss(q_tot: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """0.5 * masked mean squared TD error (PyMARL's scale)."""
-    return 0.5 * masked_mean((q_tot - targets.detach()) ** 2, mask)
-
-
 def counterfactual_joint_actions(dataset_actions: torch.Tensor,
                                  sampled: torch.Tensor) -> torch.Tensor:
     """Joint actions where only agent i's action is replaced, for every agent i and sample m.
@@ -436,12 +433,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, n_actions = info.n_agents, info.n_actions
-        input_dim = agent_input_dim(info.obs_dim, n_actions, n)
-        self.agent = RNNAgent(input_dim, n_actions, cfg.hidden_dim).to(device)
-        self.mixer = QMixer(n, info.state_dim, cfg.mixing_dim, cfg.hypernet_dim).to(device)
-        self.target_agent, self.target_mixer = make_target(self.agent), make_target(self.mixer)
-        self.params = [*self.agent.parameters(), *self.mixer.parameters()]
-        self.optimiser = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.qmix = QMIXBackbone.from_config(info, cfg)
         self.behaviour = DiscreteBehaviour(info.obs_dim, n, n_actions, cfg.hidden_dim).to(device)
         self.behaviour_loss = float("nan")
         self.behaviour_ready = False
@@ -491,20 +483,13 @@ class CFCQLDiscrete(OfflineAlgorithm):
         avail = batch.avail_actions                                 # (B, T+1, n, A)
 
         inputs = build_agent_inputs(obs, actions, self.info.n_actions)
-        agent_qs = self.agent.unroll(inputs)                        # (B, T+1, n, A)
-
-        # TD(lambda) target with double Q: online argmax, target network's value.
-        with torch.no_grad():
-            target_qs = self.target_agent.unroll(inputs)
-            greedy = masked_argmax(agent_qs.detach(), avail)         # (B, T+1, n)
-            next_values = self.target_mixer(target_qs.gather(-1, greedy.unsqueeze(-1)).squeeze(-1),
-                                            state)                  # (B, T+1)
-            targets = td_lambda_targets(batch.rewards, batch.terminals, mask, next_values,
-                                        cfg.gamma, cfg.td_lambda)   # (B, T)
+        agent_qs = self.qmix.agent.unroll(inputs)                   # (B, T+1, n, A)
+        targets = self.qmix.td_targets(inputs, agent_qs, avail, state, batch.rewards,
+                                       batch.terminals, mask)       # (B, T), double-Q TD(lambda)
 
         qs, step_avail = agent_qs[:, :-1], avail[:, :-1]            # the T acting steps
         chosen_qs = qs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (B, T, n)
-        weights = self.mixer.hyper(state[:, :-1])                   # once per state
+        weights = self.qmix.mixer.hyper(state[:, :-1])              # once per state
         q_tot = QMixer.mix(chosen_qs.unsqueeze(-2), weights).squeeze(-1)  # (B, T)
         td_loss = qmix_td_loss(q_tot, targets, mask)
 
@@ -517,14 +502,10 @@ class CFCQLDiscrete(OfflineAlgorithm):
         penalty = cfcql_discrete_penalty(cf_q, lam, q_tot, mask)
         loss = td_loss + cfg.alpha * penalty
 
-        self.optimiser.zero_grad()
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-        self.optimiser.step()
+        grad_norm = self.qmix.step(loss)
         self.updates += 1
         if self.updates % cfg.target_update_interval == 0:
-            hard_update(self.target_agent, self.agent)
-            hard_update(self.target_mixer, self.mixer)
+            self.qmix.update_targets()
 
         step_mask = mask.unsqueeze(-1)
         return {
@@ -552,16 +533,13 @@ class CFCQLDiscrete(OfflineAlgorithm):
         return counterfactual_joint_q(qs, chosen_qs, weights, avail)
 
     def policy(self) -> RecurrentGreedyPolicy:
-        return RecurrentGreedyPolicy(self.agent, self.info.n_agents, self.info.n_actions,
+        return RecurrentGreedyPolicy(self.qmix.agent, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
-            "agent": self.agent.state_dict(), "mixer": self.mixer.state_dict(),
-            "target_agent": self.target_agent.state_dict(),
-            "target_mixer": self.target_mixer.state_dict(),
-            "optimiser": self.optimiser.state_dict(),
+            **self.qmix.state_dict(),
             "behaviour": self.behaviour.state_dict(),
             "behaviour_ready": self.behaviour_ready, "behaviour_loss": self.behaviour_loss,
             "updates": self.updates,
@@ -570,11 +548,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.mixer.load_state_dict(state["mixer"])
-        self.target_agent.load_state_dict(state["target_agent"])
-        self.target_mixer.load_state_dict(state["target_mixer"])
-        self.optimiser.load_state_dict(state["optimiser"])
+        self.qmix.load_state_dict(state)
         self.behaviour.load_state_dict(state["behaviour"])
         self.behaviour_ready = bool(state["behaviour_ready"])
         self.behaviour_loss = float(state["behaviour_loss"])

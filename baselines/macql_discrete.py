@@ -18,8 +18,9 @@ Update (one call of :meth:`MACQLDiscrete.update`, on a batch of whole episodes):
     L_cql   = masked_mean( logsumexp_k mixer(Q[a^k], s) - mixer(Q[a_D], s) )
     loss    = L_td + alpha * L_cql
 
-The mixer's hypernetworks run once per state (``QMixer.hyper``) and mix all N sampled joint
-actions in one batched product (``QMixer.mix``).
+Networks, targets, optimiser and the TD part are the QMIX backbone's
+(:mod:`baselines.qmix_backbone`). The mixer's hypernetworks run once per state
+(``QMixer.hyper``) and mix all N sampled joint actions in one batched product (``QMixer.mix``).
 
 Deviations from the reference code:
 * Joint actions are drawn uniformly over each agent's *available* actions. The code draws every
@@ -42,16 +43,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 
 from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
-from .cfcql import qmix_td_loss
+from .qmix_backbone import QMIXBackbone, qmix_td_loss
 from marl_offline_bench.policies import RecurrentGreedyPolicy
-from marl_offline_bench.networks import (MixerWeights, QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
-                       hard_update, make_target, masked_argmax, masked_mean, td_lambda_targets)
+from marl_offline_bench.networks import MixerWeights, QMixer, build_agent_inputs, masked_mean
 
 __all__ = [
     "MACQLConfig", "MACQLDiscrete", "PER_DATASET",
@@ -154,13 +153,6 @@ def macql_penalty(sampled_q: torch.Tensor, q_tot: torch.Tensor,
 class MACQLDiscrete(OfflineAlgorithm):
     """QMIX with a CQL(H) term over sampled joint actions (see the module docstring)."""
 
-    checkpoint_attributes: ClassVar[tuple[str, ...]] = (
-        "agent",
-        "mixer",
-        "target_agent",
-        "target_mixer",
-        "optimiser",
-    )
     Config: ClassVar[type[BaseConfig]] = MACQLConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = ("batch_size",)
@@ -171,17 +163,14 @@ class MACQLDiscrete(OfflineAlgorithm):
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MACQLConfig):
         super().__init__(info, dataset, config)
-        cfg, device = config, torch.device(config.device)
-        n, n_actions = info.n_agents, info.n_actions
-        self.agent = RNNAgent(agent_input_dim(info.obs_dim, n_actions, n), n_actions,
-                              cfg.hidden_dim).to(device)
-        self.mixer = QMixer(n, info.state_dim, cfg.mixing_dim, cfg.hypernet_dim).to(device)
-        self.target_agent, self.target_mixer = make_target(self.agent), make_target(self.mixer)
-        self.params = [*self.agent.parameters(), *self.mixer.parameters()]
-        self.optimiser = torch.optim.Adam(self.params, lr=cfg.lr)
+        cfg = config
+        self.qmix = QMIXBackbone.from_config(info, cfg)
         self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
-                                       device=cfg.device, n_actions=n_actions)
+                                       device=cfg.device, n_actions=info.n_actions)
         self.updates = 0
+
+    def checkpoint_parts(self) -> dict[str, Any]:
+        return self.qmix.parts()
 
     def update(self) -> dict[str, float]:
         cfg = self.config
@@ -192,18 +181,12 @@ class MACQLDiscrete(OfflineAlgorithm):
         avail = batch.avail_actions                                 # (B, T+1, n, A)
 
         inputs = build_agent_inputs(obs, actions, self.info.n_actions)
-        agent_qs = self.agent.unroll(inputs)                        # (B, T+1, n, A)
-
-        with torch.no_grad():                                       # double-Q TD(lambda)
-            target_qs = self.target_agent.unroll(inputs)
-            greedy = masked_argmax(agent_qs.detach(), avail)         # (B, T+1, n)
-            next_values = self.target_mixer(target_qs.gather(-1, greedy.unsqueeze(-1)).squeeze(-1),
-                                            state)                  # (B, T+1)
-            targets = td_lambda_targets(batch.rewards, batch.terminals, mask, next_values,
-                                        cfg.gamma, cfg.td_lambda)   # (B, T)
+        agent_qs = self.qmix.agent.unroll(inputs)                   # (B, T+1, n, A)
+        targets = self.qmix.td_targets(inputs, agent_qs, avail, state, batch.rewards,
+                                       batch.terminals, mask)       # (B, T), double-Q TD(lambda)
 
         qs, step_avail = agent_qs[:, :-1], avail[:, :-1]            # the T acting steps
-        weights = self.mixer.hyper(state[:, :-1])                   # once per state
+        weights = self.qmix.mixer.hyper(state[:, :-1])              # once per state
         q_tot = sampled_joint_q(qs, actions.unsqueeze(-2), weights).squeeze(-1)   # (B, T)
         td_loss = qmix_td_loss(q_tot, targets, mask)
 
@@ -212,14 +195,10 @@ class MACQLDiscrete(OfflineAlgorithm):
         penalty = macql_penalty(sampled_q, q_tot, mask)
         loss = td_loss + cfg.alpha * penalty
 
-        self.optimiser.zero_grad()
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-        self.optimiser.step()
+        grad_norm = self.qmix.step(loss)
         self.updates += 1
         if self.updates % cfg.target_update_interval == 0:
-            hard_update(self.target_agent, self.agent)
-            hard_update(self.target_mixer, self.mixer)
+            self.qmix.update_targets()
 
         return {
             "td_loss": td_loss.item(),
@@ -232,7 +211,7 @@ class MACQLDiscrete(OfflineAlgorithm):
         }
 
     def policy(self) -> RecurrentGreedyPolicy:
-        return RecurrentGreedyPolicy(self.agent, self.info.n_agents, self.info.n_actions,
+        return RecurrentGreedyPolicy(self.qmix.agent, self.info.n_agents, self.info.n_actions,
                                      self.config.device)
 
 

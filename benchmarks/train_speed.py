@@ -71,9 +71,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from baselines.cfcql import (CFCQLContinuous, CFCQLDiscrete, counterfactual_actor_loss,
-                             counterfactual_joint_q_reference, qmix_td_loss)
-from marl_offline_bench.networks import (QMixer, build_agent_inputs, masked_argmax, soft_update,
-                                td_lambda_targets)
+                             counterfactual_joint_q_reference)
+from baselines.qmix_backbone import qmix_td_loss
+from marl_offline_bench.networks import QMixer, build_agent_inputs, soft_update
 import marl_offline_bench as mob
 from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
 from marl_offline_bench.envs import TaskInfo
@@ -122,7 +122,7 @@ class LoopCFCQLDiscrete(CFCQLDiscrete):
     """CFCQL whose counterfactual Q re-runs the full mixer per agent and action (as the code)."""
 
     def counterfactual_q(self, qs, chosen_qs, actions, state, weights, avail):
-        return counterfactual_joint_q_reference(self.mixer, qs, actions, state, avail)
+        return counterfactual_joint_q_reference(self.qmix.mixer, qs, actions, state, avail)
 
 
 class LoopCFCQLContinuous(CFCQLContinuous):
@@ -165,24 +165,15 @@ class SampleLoopCFCQLContinuous(CFCQLContinuous):
 # -- the plain updates CFCQL is compared with ------------------------------------------------
 def qmix_update(algo: CFCQLDiscrete) -> None:
     """One plain QMIX update (TD(lambda), double Q) with the learner's networks and optimiser."""
-    cfg = algo.config
     batch = next(algo.sampler)
     state, actions, mask = batch.states, batch.actions.long(), batch.mask
+    qmix = algo.qmix
     inputs = build_agent_inputs(batch.observations, actions, algo.info.n_actions)
-    agent_qs = algo.agent.unroll(inputs)
-    with torch.no_grad():
-        target_qs = algo.target_agent.unroll(inputs)
-        greedy = masked_argmax(agent_qs.detach(), batch.avail_actions)
-        greedy_qs = target_qs.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
-        next_values = algo.target_mixer(greedy_qs, state)
-        targets = td_lambda_targets(batch.rewards, batch.terminals, mask, next_values,
-                                    cfg.gamma, cfg.td_lambda)
+    agent_qs = qmix.agent.unroll(inputs)
+    targets = qmix.td_targets(inputs, agent_qs, batch.avail_actions, state, batch.rewards,
+                              batch.terminals, mask)
     chosen = agent_qs[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    loss = qmix_td_loss(algo.mixer(chosen, state[:, :-1]), targets, mask)
-    algo.optimiser.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(algo.params, cfg.grad_clip)
-    algo.optimiser.step()
+    qmix.step(qmix_td_loss(qmix.mixer(chosen, state[:, :-1]), targets, mask))
 
 
 def td_only_update(algo: CFCQLContinuous) -> None:

@@ -4,8 +4,8 @@ Paper: Rashid et al. 2018, "QMIX: Monotonic Value Function Factorisation for Dee
 Reinforcement Learning". Reference code: oxwhirl/pymarl (``learners/q_learner.py``,
 ``controllers/basic_controller.py``, ``components/action_selectors.py``) and hijkzzz/pymarl2
 (``learners/nq_learner.py``: double-Q TD(lambda) targets, Adam), on which the CFCQL code builds.
-The agent network, mixer, TD(lambda) targets and masked helpers are imported from
-:mod:`marl_offline_bench.networks`; evaluation runs :class:`marl_offline_bench.policies.RecurrentGreedyPolicy`
+The learner is the offline learners' QMIX backbone (:mod:`baselines.qmix_backbone`: networks,
+targets, optimiser, double-Q TD(lambda) loss) with a scaled-state mixer; evaluation runs :class:`marl_offline_bench.policies.RecurrentGreedyPolicy`
 through :func:`marl_offline_bench.evaluate_policy`.
 
 Deviations from the reference code, and why:
@@ -47,25 +47,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from marl_offline_bench.policies import EpsilonGreedyPolicy, RecurrentGreedyPolicy
 from marl_offline_bench.networks import (QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
-                                hard_update, make_target, masked_argmax, masked_mean,
-                                td_lambda_targets)
+                                masked_mean)
 from marl_offline_bench.rollout import RandomPolicy, batch_seed, rollout
 from marl_offline_bench.dataset import EpisodeArrays, EpisodeBatch, MARLDataset
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
 from marl_offline_bench.evaluation import evaluate_policy
+
+from baselines.qmix_backbone import QMIXBackbone, qmix_td_loss
 
 from .run import (BehaviourRun, atomic_save, task_dims, train_from_args,
                   training_parser)
 
 __all__ = [
     "QMIXConfig", "TASK_OVERRIDES", "config_for", "EpisodeReplay",
-    "QMIXLearner", "ScaledStateMixer", "estimate_state_scale", "QMIXTrainer", "qmix_td_loss",
-    "double_q_values", "epsilon_at",
+    "QMIXLearner", "ScaledStateMixer", "estimate_state_scale", "QMIXTrainer", "epsilon_at",
     "build_agent", "CURVE_COLUMNS", "main",
 ]
 
@@ -293,43 +292,6 @@ class EpisodeReplay:
 
 
 # =================================================================================================
-# Loss
-# =================================================================================================
-def double_q_values(q: torch.Tensor, target_q: torch.Tensor,
-                    avail: torch.Tensor | None) -> torch.Tensor:
-    """Double-Q bootstrap: the target network's Q at the online network's greedy action.
-
-    Args:
-        q: (B, T+1, n, A) online Q-values (detached here).
-        target_q: (B, T+1, n, A) target-network Q-values.
-        avail: (B, T+1, n, A) bool, or None.
-
-    Returns:
-        (B, T+1, n) per-agent bootstrap values.
-    """
-    greedy = masked_argmax(q.detach(), avail)                                      # (B, T+1, n)
-    return target_q.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
-
-
-def qmix_td_loss(chosen_q_tot: torch.Tensor, target_q_tot: torch.Tensor, rewards: torch.Tensor,
-                 terminals: torch.Tensor, mask: torch.Tensor, gamma: float,
-                 td_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """QMIX's TD(lambda) loss: 0.5 * masked mean of (Q_tot(s_t, a_t) - G_t^lambda)^2.
-
-    Args:
-        chosen_q_tot: (B, T) mixed Q of the actions taken.
-        target_q_tot: (B, T+1) mixed target-network bootstrap values of every observation.
-        rewards, terminals, mask: (B, T).
-
-    Returns:
-        (loss, targets (B, T)).
-    """
-    targets = td_lambda_targets(rewards, terminals, mask, target_q_tot.detach(), gamma, td_lambda)
-    td_error = chosen_q_tot - targets
-    return 0.5 * masked_mean(td_error.pow(2), mask), targets
-
-
-# =================================================================================================
 # Learner
 # =================================================================================================
 class ScaledStateMixer(nn.Module):
@@ -353,19 +315,18 @@ def estimate_state_scale(env, episodes: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.maximum(np.abs(data.states).max(0), 1.0))
 
 
-class QMIXLearner:
-    """The agent network, the mixer, their targets and the optimiser; :meth:`update` is one step."""
+class QMIXLearner(QMIXBackbone):
+    """The QMIX backbone (:class:`~baselines.qmix_backbone.QMIXBackbone`) with a scaled-state
+    mixer; :meth:`update` is one step on a replay batch. The trainer copies the targets."""
 
     def __init__(self, info: TaskInfo, cfg: QMIXConfig, state_scale: torch.Tensor | None = None):
-        self.info, self.cfg = info, cfg
-        self.agent = build_agent(info, cfg.agent_hidden_dim)
         scale = torch.ones(info.state_dim) if state_scale is None else state_scale
-        self.mixer = ScaledStateMixer(
-            QMixer(info.n_agents, info.state_dim, cfg.mixing_dim, cfg.hypernet_dim), scale)
-        self.target_agent = make_target(self.agent)
-        self.target_mixer = make_target(self.mixer)
-        self.params = list(self.agent.parameters()) + list(self.mixer.parameters())
-        self.optimiser = torch.optim.Adam(self.params, lr=cfg.lr)
+        super().__init__(
+            build_agent(info, cfg.agent_hidden_dim),
+            ScaledStateMixer(QMixer(info.n_agents, info.state_dim, cfg.mixing_dim,
+                                    cfg.hypernet_dim), scale),
+            cfg.lr, cfg.grad_clip, cfg.gamma, cfg.td_lambda)
+        self.info, self.cfg = info, cfg
 
     def update(self, batch: EpisodeBatch) -> dict[str, float]:
         """One gradient step on a padded episode batch; returns scalar metrics."""
@@ -381,36 +342,12 @@ class QMIXLearner:
         q = self.agent.unroll(inputs)                                     # (B, T+1, n, A)
         chosen_q = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)   # (B, T, n)
         chosen_q_tot = self.mixer(chosen_q, states[:, :-1])               # (B, T)
-        with torch.no_grad():
-            target_q = self.target_agent.unroll(inputs)                   # (B, T+1, n, A)
-            bootstrap = double_q_values(q, target_q, avail)               # (B, T+1, n)
-            target_q_tot = self.target_mixer(bootstrap, states)           # (B, T+1)
-        loss, targets = qmix_td_loss(chosen_q_tot, target_q_tot, rewards, terminals, mask,
-                                     self.cfg.gamma, self.cfg.td_lambda)
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.optimiser.step()
+        targets = self.td_targets(inputs, q, avail, states, rewards, terminals, mask)  # (B, T)
+        loss = qmix_td_loss(chosen_q_tot, targets, mask)
+        grad_norm = self.step(loss)
         return {"loss": loss.item(), "grad_norm": float(grad_norm),
                 "q_taken_mean": float(masked_mean(chosen_q_tot.detach(), mask)),
                 "target_mean": float(masked_mean(targets, mask))}
-
-    def update_targets(self) -> None:
-        hard_update(self.target_agent, self.agent)
-        hard_update(self.target_mixer, self.mixer)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"agent": self.agent.state_dict(), "mixer": self.mixer.state_dict(),
-                "target_agent": self.target_agent.state_dict(),
-                "target_mixer": self.target_mixer.state_dict(),
-                "optimiser": self.optimiser.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.mixer.load_state_dict(state["mixer"])
-        self.target_agent.load_state_dict(state["target_agent"])
-        self.target_mixer.load_state_dict(state["target_mixer"])
-        self.optimiser.load_state_dict(state["optimiser"])
 
 
 # =================================================================================================

@@ -263,11 +263,11 @@ def test_discrete_cql_pushes_unseen_actions_below_dataset_actions():
     batch = next(data.sampler(6, kind="episodes", seed=3))
     with torch.no_grad():
         inputs = build_agent_inputs(batch.observations, batch.actions, info.n_actions)
-        qs = algo.agent.unroll(inputs)[:, :-1]
+        qs = algo.qmix.agent.unroll(inputs)[:, :-1]
         actions = batch.actions
         chosen = qs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         avail = batch.avail_actions[:, :-1]
-        cf_q = counterfactual_joint_q(qs, chosen, algo.mixer.hyper(batch.states[:, :-1]), avail)
+        cf_q = counterfactual_joint_q(qs, chosen, algo.qmix.mixer.hyper(batch.states[:, :-1]), avail)
     real = batch.mask
     at_data = cf_q.gather(-1, actions.unsqueeze(-1))
     others = cf_q.scatter(-1, actions.unsqueeze(-1), UNAVAILABLE_Q)

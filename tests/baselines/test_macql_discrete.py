@@ -92,8 +92,8 @@ def test_conservative_term_pushes_other_joint_actions_below_the_data():
     joint_space = torch.tensor(list(itertools.product(range(4), repeat=2)))    # (16, 2)
     with torch.no_grad():
         inputs = build_agent_inputs(batch.observations, batch.actions, info.n_actions)
-        qs = algo.agent.unroll(inputs)[:, :-1]
-        weights = algo.mixer.hyper(batch.states[:, :-1])
+        qs = algo.qmix.agent.unroll(inputs)[:, :-1]
+        weights = algo.qmix.mixer.hyper(batch.states[:, :-1])
         q_all = sampled_joint_q(qs, joint_space.expand(*qs.shape[:2], -1, -1), weights)
     data_index = 1 * 4 + 3
     others = torch.cat([q_all[..., :data_index], q_all[..., data_index + 1:]], -1)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from marl_offline_bench.policies import EpsilonGreedyPolicy
-from collection.qmix import (QMIXTrainer, build_agent, config_for,
-                             double_q_values, epsilon_at, qmix_td_loss)
+from baselines.qmix_backbone import double_q_values, qmix_td_loss
+from collection.qmix import QMIXTrainer, build_agent, config_for, epsilon_at
+from marl_offline_bench.networks import td_lambda_targets
 from marl_offline_bench.envs import task_info
 
 #: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
@@ -86,7 +87,8 @@ def test_td_lambda_target_matches_hand_computation():
     #   G0 = 1 + .5*(.5*10 + .5*12) = 6.5; the padded step's target is 0.
     expected = torch.tensor([[6.375, 11.5, 18.0], [5.4375, 7.75, 3.0], [6.5, 12.0, 0.0]])
     chosen = torch.zeros(3, 3)
-    loss, targets = qmix_td_loss(chosen, values, rewards, terminals, mask, gamma, lam)
+    targets = td_lambda_targets(rewards, terminals, mask, values, gamma, lam)
+    loss = qmix_td_loss(chosen, targets, mask)
     torch.testing.assert_close(targets, expected)
     hand_loss = 0.5 * (expected[mask] ** 2).mean()
     torch.testing.assert_close(loss, hand_loss)

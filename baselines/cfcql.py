@@ -15,7 +15,7 @@ Discrete (:class:`CFCQLDiscrete`, CFCQL(H), appendix Eq. B.37-B.39): the QMIX ba
 counterfactual logsumexp over agent i's available actions of the mixed Q,
 d_i = KL(softmax_j Q_tot(s, a_i=j, a_-i) || beta_i).
 Continuous (:class:`CFCQLContinuous`, Eq. 10 and B.40): centralised twin critic and per-agent
-actors (TD3 style), counterfactual CQL(H) with M sampled actions per source and log-density
+actors (TD3 style, :mod:`baselines.actor_critic_backbone`), counterfactual CQL(H) with M sampled actions per source and log-density
 correction, d_i = -log beta_i(pi_i(o_i) | s) from a VAE, counterfactual policy improvement.
 
 Deviations from the reference code (each one chosen, not forced, unless said):
@@ -54,7 +54,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
@@ -65,9 +64,9 @@ from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRA
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
 from marl_offline_bench.networks import (AgentActors, MixerWeights, QMixer, TwinCritic,
-                                         build_agent_inputs, clip_grad_norm_agentwise_,
-                                         make_target, masked_fill_unavailable, masked_mean,
-                                         soft_update)
+                                         build_agent_inputs, masked_fill_unavailable,
+                                         masked_mean)
+from .actor_critic_backbone import ActorCriticBackbone, RoundSchedule, target_policy_smoothing
 from .qmix_backbone import QMIXBackbone, qmix_td_loss
 
 __all__ = [
@@ -558,7 +557,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
         torch.set_rng_state(state["torch_rng"])
 
 
-class CFCQLContinuous(OfflineAlgorithm):
+class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
     """Continuous CFCQL: central twin critic, per-agent actors (see the module docstring).
 
     One :meth:`update` is one critic step; the first step of every round of
@@ -585,11 +584,11 @@ class CFCQLContinuous(OfflineAlgorithm):
         n, d = info.n_agents, info.action_dim
         mask = np.asarray(info.action_mask, bool)
         self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
-        self.actors = AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device)
-        self.critic = TwinCritic(info.state_dim, n * d, cfg.hidden_dim).to(device)
-        self.target_actors, self.target_critic = make_target(self.actors), make_target(self.critic)
-        self.actor_optimiser = torch.optim.Adam(self.actors.parameters(), lr=cfg.lr)
-        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
+                               TwinCritic(info.state_dim, n * d, cfg.hidden_dim).to(device),
+                               cfg.lr, cfg.lr)
+        k = cfg.critic_updates_per_round
+        self.schedule = RoundSchedule(k, actor_step=0, target_step=k - 1)
         self.vae = VAEBehaviour(info.state_dim, mask, cfg.vae_hidden_dim,
                                 cfg.vae_latent_dim or None, cfg.vae_kl_weight).to(device)
         self.behaviour_loss = float("nan")
@@ -639,10 +638,8 @@ class CFCQLContinuous(OfflineAlgorithm):
 
     def _target_actions(self, next_obs: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        actions = self.target_actors(next_obs)
-        noise = (torch.randn_like(actions) * cfg.target_noise).clamp(-cfg.target_noise_clip,
-                                                                     cfg.target_noise_clip)
-        return (actions + noise).clamp(-1.0, 1.0) * self.action_mask
+        return target_policy_smoothing(self.target_actors(next_obs), cfg.target_noise,
+                                       cfg.target_noise_clip, self.action_mask)
 
     @property
     def needs_behaviour(self) -> bool:
@@ -687,10 +684,7 @@ class CFCQLContinuous(OfflineAlgorithm):
         cf_q = self.counterfactual_q(features, state, actions, samples)        # (2, B, n, K)
         penalty = cfcql_continuous_penalty(cf_q, log_density, lam, q_data)
         critic_loss = td_loss + cfg.alpha * penalty
-        self.critic_optimiser.zero_grad()
-        critic_loss.backward()
-        critic_grad = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-        self.critic_optimiser.step()
+        critic_grad = self.critic_step(critic_loss, cfg.grad_clip)
 
         metrics = {
             "td_loss": td_loss.item(), "cql_loss": (cfg.alpha * penalty).item(),
@@ -703,18 +697,13 @@ class CFCQLContinuous(OfflineAlgorithm):
         if self.needs_behaviour:
             metrics.update(log_beta_mean=log_beta.mean().item(),
                            behaviour_loss=self.behaviour_loss)
-        round_step = self.updates % cfg.critic_updates_per_round
-        if round_step == 0:
+        if self.schedule.actor_due(self.updates):
             actor_loss = counterfactual_actor_loss(self.critic, state, self.actors(obs), actions,
                                                    self.action_mask, cfg.action_reg).sum()
-            self.actor_optimiser.zero_grad()
-            actor_loss.backward()
-            clip_grad_norm_agentwise_(self.actors, cfg.grad_clip)
-            self.actor_optimiser.step()
+            self.actor_step(actor_loss, cfg.grad_clip, agentwise=True)
             metrics["actor_loss"] = actor_loss.item()
-        if round_step == cfg.critic_updates_per_round - 1:
-            soft_update(self.target_critic, self.critic, cfg.target_rate)
-            soft_update(self.target_actors, self.actors, cfg.target_rate)
+        if self.schedule.targets_due(self.updates):
+            self.update_targets(cfg.target_rate)
         self.updates += 1
         return metrics
 

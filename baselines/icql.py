@@ -55,8 +55,9 @@ from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK
                    BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
 from marl_offline_bench.policies import DeterministicActorPolicy
-from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
-from marl_offline_bench.networks import AgentActors, AgentwiseMLP, clip_grad_norm_agentwise_, make_target, soft_update
+from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
+                                    twin_td_loss, twin_td_targets)
+from marl_offline_bench.networks import AgentActors, AgentwiseMLP
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
@@ -254,7 +255,7 @@ def independent_actor_loss(q1_policy: torch.Tensor, policy_actions: torch.Tensor
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class ICQL(OfflineAlgorithm):
+class ICQL(OfflineAlgorithm, ActorCriticBackbone):
     """Independent CQL(H): per-agent twin critics on (o_i, a_i), per-agent TD3 actors.
 
     Subclasses change the actor's objective by overriding :meth:`actor_losses` (OMAR).
@@ -274,12 +275,11 @@ class ICQL(OfflineAlgorithm):
         cfg, device = config, torch.device(config.device)
         mask = np.asarray(info.action_mask, bool)
         self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
-        self.actors = AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device)
-        self.critic = AgentwiseTwinCritic(info.n_agents, info.obs_dim, info.action_dim,
-                                          cfg.hidden_dim).to(device)
-        self.target_actors, self.target_critic = make_target(self.actors), make_target(self.critic)
-        self.actor_optimiser = torch.optim.Adam(self.actors.parameters(), lr=cfg.lr)
-        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
+                               AgentwiseTwinCritic(info.n_agents, info.obs_dim, info.action_dim,
+                                                   cfg.hidden_dim).to(device), cfg.lr, cfg.lr)
+        # the actors at the first update of every policy_delay, the targets after every update
+        self.schedule = RoundSchedule(cfg.policy_delay, actor_step=0, target_step=None)
         self.sampler = dataset.sampler(cfg.batch_size, kind="transitions", seed=cfg.seed,
                                        device=cfg.device)
         self.updates = 0
@@ -306,10 +306,7 @@ class ICQL(OfflineAlgorithm):
         q_sampled = self.critic(obs_per_sample, samples)                       # (2, B, K, n)
         penalty = cql_h_penalty(q_sampled, log_density, q_data)
         critic_loss = td_loss + cfg.alpha * penalty
-        self.critic_optimiser.zero_grad()
-        critic_loss.backward()
-        critic_grad = clip_grad_norm_agentwise_(self.critic, cfg.grad_clip)
-        self.critic_optimiser.step()
+        critic_grad = self.critic_step(critic_loss, cfg.grad_clip, agentwise=True)
         metrics = {
             "td_loss": td_loss.item(), "cql_loss": (cfg.alpha * penalty).item(),
             "cql_penalty": penalty.item(), "q_data_mean": q_data.mean().item(),
@@ -317,17 +314,14 @@ class ICQL(OfflineAlgorithm):
             "critic_grad_norm": critic_grad.max().item(),
         }
 
-        if self.updates % cfg.policy_delay == 0:
+        if self.schedule.actor_due(self.updates):
             policy_actions = self.actors(obs)                                  # (B, n, d)
             per_agent, actor_metrics = self.actor_losses(obs, policy_actions, actions)
             actor_loss = per_agent.sum()          # each actor's loss holds only its own terms
-            self.actor_optimiser.zero_grad()
-            actor_loss.backward()
-            clip_grad_norm_agentwise_(self.actors, cfg.grad_clip)
-            self.actor_optimiser.step()
+            self.actor_step(actor_loss, cfg.grad_clip, agentwise=True)
             metrics.update(actor_loss=actor_loss.item(), **actor_metrics)
-        soft_update(self.target_critic, self.critic, cfg.target_rate)
-        soft_update(self.target_actors, self.actors, cfg.target_rate)
+        if self.schedule.targets_due(self.updates):
+            self.update_targets(cfg.target_rate)
         self.updates += 1
         return metrics
 

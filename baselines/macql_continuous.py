@@ -37,7 +37,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
@@ -47,8 +46,9 @@ from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK
                    ContinuousBackboneConfig, OfflineAlgorithm)
 from marl_offline_bench.policies import DeterministicActorPolicy
 from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
-from .matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
-from marl_offline_bench.networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
+from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
+                                    twin_td_loss, twin_td_targets)
+from marl_offline_bench.networks import AgentActors, TwinCritic
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = ["MACQLContinuous", "MACQLContinuousConfig", "PER_DATASET",
@@ -142,7 +142,7 @@ def centralised_actor_loss(q1_policy: torch.Tensor, policy_actions: torch.Tensor
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class MACQLContinuous(OfflineAlgorithm):
+class MACQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
     """Naive multi-agent CQL(H) on the central twin critic (see the module docstring).
 
     One :meth:`update` is one critic step; the first of every round of
@@ -163,12 +163,11 @@ class MACQLContinuous(OfflineAlgorithm):
         cfg, device = config, torch.device(config.device)
         mask = np.asarray(info.action_mask, bool)
         self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
-        self.actors = AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device)
-        self.critic = TwinCritic(info.state_dim, info.n_agents * info.action_dim,
-                                 cfg.hidden_dim).to(device)
-        self.target_actors, self.target_critic = make_target(self.actors), make_target(self.critic)
-        self.actor_optimiser = torch.optim.Adam(self.actors.parameters(), lr=cfg.lr)
-        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
+                               TwinCritic(info.state_dim, info.n_agents * info.action_dim,
+                                          cfg.hidden_dim).to(device), cfg.lr, cfg.lr)
+        k = cfg.critic_updates_per_round
+        self.schedule = RoundSchedule(k, actor_step=0, target_step=k - 1)
         self.sampler = dataset.sampler(cfg.batch_size, kind="transitions", seed=cfg.seed,
                                        device=cfg.device)
         self.updates = 0
@@ -196,10 +195,7 @@ class MACQLContinuous(OfflineAlgorithm):
         q_sampled = self.critic.from_features(features, joint)                 # (2, B, K)
         penalty = cql_h_penalty(q_sampled, log_density, q_data)
         critic_loss = td_loss + cfg.alpha * penalty
-        self.critic_optimiser.zero_grad()
-        critic_loss.backward()
-        critic_grad = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-        self.critic_optimiser.step()
+        critic_grad = self.critic_step(critic_loss, cfg.grad_clip)
         metrics = {
             "td_loss": td_loss.item(), "cql_loss": (cfg.alpha * penalty).item(),
             "cql_penalty": penalty.item(), "q_data_mean": q_data.mean().item(),
@@ -207,20 +203,15 @@ class MACQLContinuous(OfflineAlgorithm):
             "critic_grad_norm": critic_grad.item(),
         }
 
-        round_step = self.updates % cfg.critic_updates_per_round
-        if round_step == 0:
+        if self.schedule.actor_due(self.updates):
             policy_actions = self.actors(obs)                                  # (B, n, d)
             q1_policy = self.critic(state, policy_actions.flatten(1))[0]       # (B,)
             actor_loss = centralised_actor_loss(q1_policy, policy_actions, self.action_mask,
                                                 cfg.action_reg)
-            self.actor_optimiser.zero_grad()
-            actor_loss.backward()
-            clip_grad_norm_agentwise_(self.actors, cfg.grad_clip)
-            self.actor_optimiser.step()
+            self.actor_step(actor_loss, cfg.grad_clip, agentwise=True)
             metrics.update(actor_loss=actor_loss.item(), q_policy_mean=q1_policy.mean().item())
-        if round_step == cfg.critic_updates_per_round - 1:
-            soft_update(self.target_critic, self.critic, cfg.target_rate)
-            soft_update(self.target_actors, self.actors, cfg.target_rate)
+        if self.schedule.targets_due(self.updates):
+            self.update_targets(cfg.target_rate)
         self.updates += 1
         return metrics
 

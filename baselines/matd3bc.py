@@ -6,6 +6,8 @@ describes (Shao et al., NeurIPS 2023). Reference code: github.com/sfujim/TD3_BC 
 ``main.py``); the multi-agent backbone is OMAR's (github.com/ling-pan/OMAR) as CFCQL runs it.
 Update rules: ``ALGORITHMS.md`` of this project, sections "Shared backbones" and "MATD3-BC".
 
+Networks, targets, optimisers, the TD3 target and the round schedule are the continuous
+backbone's (:mod:`baselines.actor_critic_backbone`).
 Critic: centralised twin Q_k(s, a_1..a_n), TD3 target
 y = r + gamma (1 - done) min_k Q'_k(s', a'), a'_i = clip(pi'_i(o'_i) + clip(N(0, 0.2), -0.5, 0.5)).
 Actors, every ``policy_delay`` = 2 critic updates, in TD3+BC's form:
@@ -47,15 +49,16 @@ from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK
                    BaseConfig,
                    ContinuousBackboneConfig, OfflineAlgorithm)
 from marl_offline_bench.policies import DeterministicActorPolicy
-from marl_offline_bench.networks import AgentActors, TwinCritic, clip_grad_norm_agentwise_, make_target, soft_update
+from marl_offline_bench.networks import AgentActors, TwinCritic
+from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
+                                    twin_td_loss, twin_td_targets)
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
     "MATD3BC", "MATD3BCConfig", "PER_DATASET", "ObservationNormaliser",
     "NormalisedActors",
     # loss functions
-    "target_policy_smoothing", "twin_td_targets", "twin_td_loss", "td3bc_lambda",
-    "td3bc_actor_loss",
+    "td3bc_lambda", "td3bc_actor_loss",
 ]
 
 
@@ -142,41 +145,6 @@ class NormalisedActors(nn.Module):
 # =================================================================================================
 # Loss functions (pure)
 # =================================================================================================
-def target_policy_smoothing(actions: torch.Tensor, noise_std: float, noise_clip: float,
-                            action_mask: torch.Tensor) -> torch.Tensor:
-    """TD3's smoothed target action clip(a + clip(N(0, std), -c, c), -1, 1), zero where padded.
-
-    Args:
-        actions: (..., n, d) target-policy actions; action_mask: (n, d).
-    """
-    noise = (torch.randn_like(actions) * noise_std).clamp(-noise_clip, noise_clip)
-    return (actions + noise).clamp(-1.0, 1.0) * action_mask
-
-
-def twin_td_targets(rewards: torch.Tensor, terminals: torch.Tensor, next_q: torch.Tensor,
-                    gamma: float) -> torch.Tensor:
-    """y = r + gamma (1 - done) min_k Q'_k.
-
-    Args:
-        rewards, terminals: (B,); next_q: (2, B, ...) the target twins at (s', a').
-
-    Returns:
-        (B, ...), broadcasting r and done over any trailing axes of next_q (e.g. agents).
-    """
-    extra = (1,) * (next_q.dim() - 2)
-    not_done = (1.0 - terminals.float()).reshape(-1, *extra)
-    return rewards.reshape(-1, *extra) + gamma * not_done * next_q.min(0).values
-
-
-def twin_td_loss(q: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """sum over twins (and any trailing axes) of the batch-mean squared TD error.
-
-    Args:
-        q: (2, B, ...); targets: (B, ...), detached here.
-    """
-    return (q - targets.detach()).pow(2).mean(1).sum()
-
-
 def td3bc_lambda(q: torch.Tensor, alpha: float) -> torch.Tensor:
     """lambda = alpha / mean |Q| over the batch, detached (TD3+BC)."""
     return alpha / q.abs().mean().detach()
@@ -209,7 +177,7 @@ def td3bc_actor_loss(q_policy: torch.Tensor, policy_actions: torch.Tensor,
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class MATD3BC(OfflineAlgorithm):
+class MATD3BC(OfflineAlgorithm, ActorCriticBackbone):
     """TD3+BC with per-agent actors and a centralised twin critic (see the module docstring)."""
 
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (*ACTOR_CRITIC_CHECKPOINT, "obs_norm",
@@ -232,12 +200,11 @@ class MATD3BC(OfflineAlgorithm):
                                                   cfg.normalize).to(device)
         self.state_norm = ObservationNormaliser.fit(episodes.states, cfg.normalize_eps,
                                                     cfg.normalize).to(device)
-        self.actors = AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device)
-        self.critic = TwinCritic(info.state_dim, info.n_agents * info.action_dim,
-                                 cfg.hidden_dim).to(device)
-        self.target_actors, self.target_critic = make_target(self.actors), make_target(self.critic)
-        self.actor_optimiser = torch.optim.Adam(self.actors.parameters(), lr=cfg.lr)
-        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
+                               TwinCritic(info.state_dim, info.n_agents * info.action_dim,
+                                          cfg.hidden_dim).to(device), cfg.lr, cfg.lr)
+        d = cfg.policy_delay                       # TD3: the actors and targets every d-th update
+        self.schedule = RoundSchedule(d, actor_step=d - 1, target_step=d - 1)
         self.sampler = dataset.sampler(cfg.batch_size, kind="transitions", seed=cfg.seed,
                                        device=cfg.device)
         self.updates = 0
@@ -258,31 +225,23 @@ class MATD3BC(OfflineAlgorithm):
             targets = twin_td_targets(batch.rewards, batch.terminals, next_q, cfg.gamma)
         q_data = self.critic(state, actions.flatten(1))                        # (2, B)
         critic_loss = twin_td_loss(q_data, targets)
-        self.critic_optimiser.zero_grad()
-        critic_loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-        self.critic_optimiser.step()
+        self.critic_step(critic_loss, cfg.grad_clip)
         metrics = {"critic_loss": critic_loss.item(), "q_data_mean": q_data.mean().item(),
                    "target_mean": targets.mean().item()}
 
-        self.updates += 1
-        if self.updates % cfg.policy_delay == 0:
+        if self.schedule.actor_due(self.updates):
             policy_actions = self.actors(obs)                                  # (B, n, d)
             q_policy = self.critic(state, policy_actions.flatten(1))[0]        # (B,)
             actor_loss, q_part, bc = td3bc_actor_loss(q_policy, policy_actions, actions,
                                                       self.action_mask, cfg.alpha,
                                                       cfg.bc_reduction)
-            self.actor_optimiser.zero_grad()
-            actor_loss.backward()
-            if cfg.grad_clip > 0:
-                clip_grad_norm_agentwise_(self.actors, cfg.grad_clip)
-            self.actor_optimiser.step()
-            soft_update(self.target_critic, self.critic, cfg.target_rate)
-            soft_update(self.target_actors, self.actors, cfg.target_rate)
+            self.actor_step(actor_loss, cfg.grad_clip, agentwise=True)
             metrics.update(actor_loss=actor_loss.item(), actor_q_part=q_part.item(),
                            bc_loss=bc.item(),
                            td3bc_lambda=td3bc_lambda(q_policy, cfg.alpha).item())
+        if self.schedule.targets_due(self.updates):
+            self.update_targets(cfg.target_rate)
+        self.updates += 1
         return metrics
 
     def policy(self) -> DeterministicActorPolicy:

@@ -4,9 +4,10 @@ Paper: Ackermann et al. 2019, "Reducing Overestimation Bias in Multi-Agent Domai
 Centralized Critics" (MATD3), which carries TD3 (Fujimoto et al. 2018: clipped double Q, target
 policy smoothing, delayed actor updates) over to MADDPG's centralised training. Reference code:
 the MATD3 of OMAR's code base (github.com/ling-pan/OMAR, which the CFCQL authors reuse for MPE and
-MaMuJoCo) and sfujim/TD3 (``TD3.py``). The actor and twin-critic networks and the TD3 target
-pieces are imported from :mod:`baselines.networks` and :mod:`baselines.matd3bc` (the offline
-MATD3-BC baseline shares them).
+MaMuJoCo) and sfujim/TD3 (``TD3.py``). The actor and twin-critic networks come from
+:mod:`marl_offline_bench.networks`; their targets, optimisers, the TD3 target and the round
+schedule are the continuous learners' backbone (:mod:`baselines.actor_critic_backbone`, which
+the offline MATD3-BC baseline shares).
 
 What is learnt: per-agent deterministic actors pi_i(o_i) (2 hidden ReLU layers, tanh output in
 [-1, 1], padded action entries zero) and **one** centralised twin critic Q_k(s, a_1..a_n) on the
@@ -57,12 +58,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from marl_offline_bench.behaviour import actors_from_checkpoint, build_actors
 from marl_offline_bench.policies import GaussianActorPolicy
-from baselines.matd3bc import target_policy_smoothing, twin_td_loss, twin_td_targets
-from marl_offline_bench.networks import AgentActors, TwinCritic, make_target, soft_update
+from baselines.actor_critic_backbone import (ActorCriticBackbone, RoundSchedule,
+                                             target_policy_smoothing, twin_td_loss,
+                                             twin_td_targets)
+from marl_offline_bench.networks import AgentActors, TwinCritic
 from marl_offline_bench.rollout import batch_seed, rollout
 from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id
@@ -306,18 +308,20 @@ def matd3_actor_loss(q_policy: torch.Tensor) -> torch.Tensor:
     return -q_policy.mean()
 
 
-class MATD3Learner:
-    """Actors, centralised twin critic, their targets and optimisers; one side of a game."""
+class MATD3Learner(ActorCriticBackbone):
+    """The actor-critic backbone (:class:`~baselines.actor_critic_backbone.ActorCriticBackbone`:
+    actors, centralised twin critic, targets, optimisers) for one side of a game."""
 
     def __init__(self, n_agents: int, obs_dim: int, state_dim: int, action_mask: np.ndarray,
                  cfg: MATD3Config):
         self.cfg = cfg
         self.action_mask = torch.as_tensor(np.asarray(action_mask, bool), dtype=torch.float32)
-        self.actors = build_actors(obs_dim, action_mask, cfg.hidden_dim)
-        self.critic = TwinCritic(state_dim, n_agents * self.action_mask.shape[1], cfg.hidden_dim)
-        self.target_actors, self.target_critic = make_target(self.actors), make_target(self.critic)
-        self.actor_optimiser = torch.optim.Adam(self.actors.parameters(), lr=cfg.actor_lr)
-        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.init_actor_critic(
+            build_actors(obs_dim, action_mask, cfg.hidden_dim),
+            TwinCritic(state_dim, n_agents * self.action_mask.shape[1], cfg.hidden_dim),
+            cfg.actor_lr, cfg.critic_lr)
+        d = cfg.policy_delay                       # TD3: the actors and targets every d-th update
+        self.schedule = RoundSchedule(d, actor_step=d - 1, target_step=d - 1)
         self.updates = 0
 
     @torch.no_grad()
@@ -336,25 +340,17 @@ class MATD3Learner:
         targets = self.td_targets(batch)                                        # (B,)
         q_taken = self.critic(batch.state, batch.actions.flatten(1))            # (2, B)
         critic_loss = twin_td_loss(q_taken, targets)
-        self.critic_optimiser.zero_grad()
-        critic_loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
-        self.critic_optimiser.step()
-        self.updates += 1
+        self.critic_step(critic_loss, cfg.grad_clip)
         metrics = {"critic_loss": critic_loss.item(), "q_mean": q_taken.mean().item()}
-        if self.updates % cfg.policy_delay == 0:
+        if self.schedule.actor_due(self.updates):
             policy_actions = self.actors(batch.obs)                             # (B, n, d)
             q_policy = self.critic(batch.state, policy_actions.flatten(1))[0]   # (B,)
             actor_loss = matd3_actor_loss(q_policy)
-            self.actor_optimiser.zero_grad()
-            actor_loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.actors.parameters(), cfg.grad_clip)
-            self.actor_optimiser.step()
-            soft_update(self.target_critic, self.critic, cfg.tau)
-            soft_update(self.target_actors, self.actors, cfg.tau)
+            self.actor_step(actor_loss, cfg.grad_clip, agentwise=False)
             metrics["actor_loss"] = actor_loss.item()
+        if self.schedule.targets_due(self.updates):
+            self.update_targets(cfg.tau)
+        self.updates += 1
         return metrics
 
     _PARTS = ("actors", "critic", "target_actors", "target_critic", "actor_optimiser",

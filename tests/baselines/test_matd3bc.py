@@ -7,8 +7,8 @@ import torch
 
 from marl_offline_bench import build_algorithm
 import marl_offline_bench as mob
-from baselines.matd3bc import (MATD3BC, PER_DATASET, target_policy_smoothing,
-                               td3bc_actor_loss, twin_td_targets)
+from baselines.actor_critic_backbone import target_policy_smoothing, twin_td_targets
+from baselines.matd3bc import MATD3BC, PER_DATASET, td3bc_actor_loss
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=32, hidden_dim=16)

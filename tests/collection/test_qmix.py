@@ -1,4 +1,5 @@
-"""QMIX behaviour trainer: smoke run with checkpoint and resume, TD(lambda) by hand, exploration."""
+"""QMIX behaviour trainer: smoke run with checkpoint and resume, exploration (the TD(lambda)
+loss by hand: tests/baselines/test_qmix_backbone.py)."""
 from __future__ import annotations
 
 import csv
@@ -8,9 +9,7 @@ import pytest
 import torch
 
 from marl_offline_bench.policies import EpsilonGreedyPolicy
-from baselines.qmix_backbone import double_q_values, qmix_td_loss
 from collection.qmix import QMIXTrainer, build_agent, config_for, epsilon_at
-from marl_offline_bench.networks import td_lambda_targets
 from marl_offline_bench.envs import task_info
 
 #: Builds datasets or runs simulators: `pytest -m 'not slow'` leaves these out.
@@ -71,35 +70,6 @@ def test_smoke_run_writes_checkpoints_and_resumes_exactly(tmp_path):
 
     with pytest.raises(FileExistsError, match="--resume"):
         QMIXTrainer(cfg, tmp_path / "run").train(log=lambda line: None)
-
-
-def test_td_lambda_target_matches_hand_computation():
-    gamma, lam = 0.5, 0.5
-    rewards = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 0.0]])
-    terminals = torch.tensor([[False, False, False], [False, False, True],
-                              [False, False, False]])
-    mask = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])
-    values = torch.tensor([[0.0, 10.0, 20.0, 30.0]] * 3)            # (B, T+1) target Q_tot
-    # Row 0, truncated at T=3: G2 = 3 + .5*30 = 18; G1 = 2 + .5*(.5*20 + .5*18) = 11.5;
-    #   G0 = 1 + .5*(.5*10 + .5*11.5) = 6.375.
-    # Row 1, terminal at t=2: G2 = 3; G1 = 2 + .5*(.5*20 + .5*3) = 7.75; G0 = 1 + .5*(5 + 3.875).
-    # Row 2, two real steps: G1 = 2 + .5*20 = 12 (bootstraps from its last observation);
-    #   G0 = 1 + .5*(.5*10 + .5*12) = 6.5; the padded step's target is 0.
-    expected = torch.tensor([[6.375, 11.5, 18.0], [5.4375, 7.75, 3.0], [6.5, 12.0, 0.0]])
-    chosen = torch.zeros(3, 3)
-    targets = td_lambda_targets(rewards, terminals, mask, values, gamma, lam)
-    loss = qmix_td_loss(chosen, targets, mask)
-    torch.testing.assert_close(targets, expected)
-    hand_loss = 0.5 * (expected[mask] ** 2).mean()
-    torch.testing.assert_close(loss, hand_loss)
-
-
-def test_double_q_uses_online_argmax_over_available_actions():
-    q = torch.tensor([[[[1.0, 5.0, 9.0]]]])              # online prefers action 2 ...
-    target_q = torch.tensor([[[[10.0, 20.0, 30.0]]]])
-    avail = torch.tensor([[[[True, True, False]]]])       # ... which is unavailable
-    assert double_q_values(q, target_q, avail).item() == 20.0
-    assert double_q_values(q, target_q, None).item() == 30.0
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])

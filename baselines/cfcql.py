@@ -15,8 +15,9 @@ Discrete (:class:`CFCQLDiscrete`, CFCQL(H), appendix Eq. B.37-B.39): the QMIX ba
 counterfactual logsumexp over agent i's available actions of the mixed Q,
 d_i = KL(softmax_j Q_tot(s, a_i=j, a_-i) || beta_i).
 Continuous (:class:`CFCQLContinuous`, Eq. 10 and B.40): centralised twin critic and per-agent
-actors (TD3 style, :mod:`baselines.actor_critic_backbone`), counterfactual CQL(H) with M sampled actions per source and log-density
-correction, d_i = -log beta_i(pi_i(o_i) | s) from a VAE, counterfactual policy improvement.
+actors (TD3 style, :mod:`baselines.actor_critic_backbone`), counterfactual CQL(H) with M
+sampled actions per source and log-density correction, d_i = -log beta_i(pi_i(o_i) | s) from a
+VAE, counterfactual policy improvement.
 
 Deviations from the reference code (each one chosen, not forced, unless said):
 * Speed, same values: the mixer's hypernetworks run once per state and all n x |A|

@@ -1,4 +1,4 @@
-"""The QMIX backbone shared by the discrete value learners (CFCQL, MACQL, the QMIX behaviour agents).
+"""The QMIX backbone of the discrete value learners (CFCQL, MACQL, the QMIX behaviour agents).
 
 Paper: Rashid et al. 2018, "QMIX: Monotonic Value Function Factorisation for Deep Multi-Agent
 Reinforcement Learning". Reference code: hijkzzz/pymarl2 ``learners/nq_learner.py`` (double-Q

@@ -64,7 +64,7 @@ from marl_offline_bench.policies import GaussianActorPolicy
 from baselines.actor_critic_backbone import (ActorCriticBackbone, RoundSchedule,
                                              target_policy_smoothing, twin_td_loss,
                                              twin_td_targets)
-from marl_offline_bench.networks import AgentActors, TwinCritic
+from marl_offline_bench.networks import TwinCritic
 from marl_offline_bench.rollout import batch_seed, rollout
 from marl_offline_bench.dataset import EpisodeArrays
 from marl_offline_bench.envs import TaskInfo, make_vec_env, split_task_id

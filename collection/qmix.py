@@ -5,8 +5,9 @@ Reinforcement Learning". Reference code: oxwhirl/pymarl (``learners/q_learner.py
 ``controllers/basic_controller.py``, ``components/action_selectors.py``) and hijkzzz/pymarl2
 (``learners/nq_learner.py``: double-Q TD(lambda) targets, Adam), on which the CFCQL code builds.
 The learner is the offline learners' QMIX backbone (:mod:`baselines.qmix_backbone`: networks,
-targets, optimiser, double-Q TD(lambda) loss) with a scaled-state mixer; evaluation runs :class:`marl_offline_bench.policies.RecurrentGreedyPolicy`
-through :func:`marl_offline_bench.evaluate_policy`.
+targets, optimiser, double-Q TD(lambda) loss) with a scaled-state mixer; evaluation runs
+:class:`marl_offline_bench.policies.RecurrentGreedyPolicy` through
+:func:`marl_offline_bench.evaluate_policy`.
 
 Deviations from the reference code, and why:
 

@@ -267,7 +267,8 @@ def test_discrete_cql_pushes_unseen_actions_below_dataset_actions():
         actions = batch.actions
         chosen = qs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         avail = batch.avail_actions[:, :-1]
-        cf_q = counterfactual_joint_q(qs, chosen, algo.qmix.mixer.hyper(batch.states[:, :-1]), avail)
+        weights = algo.qmix.mixer.hyper(batch.states[:, :-1])
+        cf_q = counterfactual_joint_q(qs, chosen, weights, avail)
     real = batch.mask
     at_data = cf_q.gather(-1, actions.unsqueeze(-1))
     others = cf_q.scatter(-1, actions.unsqueeze(-1), UNAVAILABLE_Q)

@@ -11,6 +11,7 @@ Episodes run in lock-step batches of ``num_envs``: batch b is reset with a seed 
 from __future__ import annotations
 
 import math
+import numbers
 import platform
 import subprocess
 import time
@@ -319,21 +320,71 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
         overwrite: replace an existing dataset.
         show_progress: show tqdm bars.
         engine: simulator override (e.g. ``"sc2"`` for SMAC on StarCraft II).
-    """
-    from tqdm.auto import tqdm
 
+    Two processes that build the same dataset at once do not race: the second waits on the
+    dataset's build lock and then returns the first one's build.
+
+    Raises:
+        FileExistsError: already built (or a damaged folder is in the way) and not
+            ``overwrite``.
+        RuntimeError: this installation cannot build the dataset (the message says why).
+        PermissionError, NotADirectoryError: the datasets root is not writable (checked
+            before any episode is generated).
+        ValueError: a non-positive ``episodes`` or ``num_envs`` or a negative ``seed``.
+    """
     from . import storage
 
     # Another simulator's data get their own id (smac-2s3z-random-sc2-v0), never the default's.
     entry = engine_variant(dataset_id, engine)
     dataset_id, engine = entry.dataset_id, entry.engine
     task = entry.task
-    if storage.is_built(entry.minari_id) and not overwrite:
-        raise FileExistsError(f"{dataset_id} is already built at "
-                              f"{storage.dataset_dir(entry.minari_id)}; use --force to rebuild.")
+    if episodes is not None and (isinstance(episodes, bool) or episodes < 1):
+        raise ValueError(f"episodes must be a positive number of episodes, got {episodes!r}.")
+    if num_envs is not None and (isinstance(num_envs, bool) or num_envs < 1):
+        raise ValueError(f"num_envs must be at least 1, got {num_envs!r}.")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    final = storage.dataset_dir(entry.minari_id)
+    _check_not_built(entry, final, overwrite)
     blocker = build_blocker(entry)
     if blocker:
         raise RuntimeError(blocker)
+    # Known before any episode is generated: a root we cannot write to.
+    storage.check_writable(final.parent, "The datasets folder",
+                           "Set MINARI_DATASETS_PATH to a folder you can write to (datasets "
+                           "take up to a few GB each; see the README).")
+    waiting = (f"{dataset_id}: another process is building it; waiting for it to finish "
+               f"(lock {final.parent / ('.' + final.name + '.lock')})")
+    with storage.build_lock(entry.minari_id, waiting) as waited:
+        if waited and storage.is_built(entry.minari_id):
+            # The process we waited for built it: use its build rather than repeat the work.
+            return final
+        _check_not_built(entry, final, overwrite)
+        return _collect_locked(entry, episodes, seed, num_envs, overwrite, show_progress)
+
+
+def _check_not_built(entry: DatasetEntry, final, overwrite: bool) -> None:
+    from . import storage
+
+    if overwrite:
+        return
+    if storage.is_built(entry.minari_id):
+        raise FileExistsError(f"{entry.dataset_id} is already built at {final}; use --force "
+                              "to rebuild.")
+    if final.exists():
+        raise FileExistsError(f"{final} exists but has no data/metadata.json (a damaged "
+                              f"dataset): rebuild it with --force (collect_dataset(..., "
+                              f"overwrite=True)), or delete {final}.")
+
+
+def _collect_locked(entry: DatasetEntry, episodes: int | None, seed: int,
+                    num_envs: int | None, overwrite: bool, show_progress: bool):
+    """The body of :func:`collect_dataset`, run while holding the dataset's build lock."""
+    from tqdm.auto import tqdm
+
+    from . import storage
+
+    dataset_id, engine, task = entry.dataset_id, entry.engine, entry.task
     n_episodes = episodes or task.dataset_episodes
     if entry.quality == "medium-replay":
         # As many episodes as the learner's replay held, unless fewer (the last ones) are asked.

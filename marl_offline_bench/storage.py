@@ -75,9 +75,24 @@ class CorruptDatasetError(OSError):
 
 
 def minari_root() -> Path:
+    """Minari's datasets root (``MINARI_DATASETS_PATH``, default ``~/.minari/datasets``).
+
+    Raises:
+        NotADirectoryError, PermissionError: the root is a file or cannot be created (naming
+            it and the fix).
+    """
     from minari.storage.datasets_root_dir import get_dataset_path
 
-    return Path(get_dataset_path())
+    fix = "Set MINARI_DATASETS_PATH to a folder you can write to."
+    configured = os.environ.get("MINARI_DATASETS_PATH")
+    if configured and Path(configured).exists() and not Path(configured).is_dir():
+        raise NotADirectoryError(f"MINARI_DATASETS_PATH={configured} is a file, not a folder. "
+                                 f"{fix}")
+    try:
+        return Path(get_dataset_path())
+    except OSError as err:
+        raise PermissionError(f"Minari's datasets folder cannot be created ({err}). {fix}") \
+            from err
 
 
 def dataset_dir(minari_id: str) -> Path:

@@ -74,6 +74,11 @@ def dataset_card(dataset_id: str) -> dict[str, Any]:
     }
     if blocker and not built:
         card["why_not_buildable"] = blocker
+    if storage.is_damaged(entry.minari_id):
+        card["status"] = "damaged"
+        card["collect_command"] += " --force"
+        card["damaged"] = (f"{storage.dataset_dir(entry.minari_id)} exists without "
+                           "data/metadata.json; rebuild it with --force or delete the folder.")
     recorded = recorded_statistics(dataset_id)
     if recorded:
         # The canonical build's numbers, shipped with the package: known before building.
@@ -99,7 +104,8 @@ def dataset_card(dataset_id: str) -> dict[str, Any]:
 
 def list_datasets(family: str | None = None, quality: str | None = None,
                   task: str | None = None) -> list[dict[str, Any]]:
-    """Registered datasets with their status (``built``, ``buildable`` or ``not buildable``)."""
+    """Registered datasets with their status (``built``, ``buildable``, ``not buildable`` or
+    ``damaged``: a folder without its metadata, which only a ``--force`` build replaces)."""
     rows = []
     for dataset_id, entry in DATASETS.items():
         if family and entry.task.family != family:
@@ -110,10 +116,11 @@ def list_datasets(family: str | None = None, quality: str | None = None,
             continue
         built = storage.is_built(entry.minari_id)
         blocker = build_blocker(entry)
+        status = "built" if built else ("buildable" if blocker is None else "not buildable")
+        if not built and storage.is_damaged(entry.minari_id):
+            status = "damaged"  # its folder is in the way of a build without --force
         rows.append({"dataset_id": dataset_id, "task_id": entry.task_id,
-                     "quality": entry.quality,
-                     "status": "built" if built else ("buildable" if blocker is None
-                                                       else "not buildable")})
+                     "quality": entry.quality, "status": status})
     return rows
 
 

@@ -95,6 +95,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  build with: {card['collect_command']}")
         if "why_not_buildable" in card:
             print(f"  note      : {card['why_not_buildable']}")
+        if "damaged" in card:
+            print(f"  damaged   : {card['damaged']}")
     print(f"  recipe    : {json.dumps(card['recipe'])}")
     canonical = card.get("canonical_build")
     if canonical:

@@ -41,6 +41,9 @@ def test_deleted_metadata_advises_force_and_collect_refuses_before_work(built, c
     (built / "data" / "metadata.json").unlink()
     with pytest.raises(FileNotFoundError, match="--force"):
         mob.load(DATASET)
+    assert main(["info", DATASET]) == 0
+    out = capsys.readouterr().out
+    assert "(damaged)" in out and "--quality random --force" in out
     started = time.time()
     assert main(["collect", "--env", "equal_line", "--task", "n2", "--quality", "random",
                  "--quiet"]) == 2

@@ -445,7 +445,7 @@ def write_dataset(minari_id: str, info: TaskInfo, data: EpisodeArrays,
             {"scheme": DIGEST_SCHEME, "digests": episode_digests(data)}))
         checked = {f"data/{DATA_FILE}": digest,
                    **{f"cache/{name}": sha for name, sha in cache_digests.items()}}
-        _write_stamp(tmp, {rel: _stat_key(tmp / rel) | {"sha256": sha}
+        _write_stamp(tmp, {rel: _checked(_stat_key(tmp / rel), sha, time.time_ns())
                            for rel, sha in checked.items()})
         (tmp / _OWNER_FILE).unlink()
         namespace = minari_id.rsplit("/", 1)[0]
@@ -469,6 +469,11 @@ def write_dataset(minari_id: str, info: TaskInfo, data: EpisodeArrays,
 def _stat_key(path: Path) -> dict[str, int]:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _checked(key: dict[str, int], sha256: str, since_ns: int) -> dict[str, Any]:
+    """A stamp entry: the file's size and mtime as stat'ed at ``since_ns``, before hashing."""
+    return key | {"sha256": sha256, "checked_ns": since_ns}
 
 
 def read_metadata(minari_id: str) -> dict[str, Any]:
@@ -504,15 +509,15 @@ def _read_stamp(root: Path) -> dict[str, Any]:
 
 def _write_stamp(root: Path, files: dict[str, dict[str, Any]]) -> None:
     try:
-        _atomic_write_text(root / STAMP_FILE, json.dumps(
-            {"checked_ns": time.time_ns(), "files": files}))
+        _atomic_write_text(root / STAMP_FILE, json.dumps({"files": files}))
     except OSError:
         pass  # a read-only copy of a dataset: the next load checks again, nothing worse
 
 
 def _vouched(stamp: dict[str, Any], rel: str, path: Path, expected: str) -> dict | None:
     """The stamp's entry for ``rel`` when it still vouches that ``path`` has digest
-    ``expected`` (same size and mtime, checked well after the last write); else None."""
+    ``expected``: same size and mtime, and checked well after that mtime (a write in the same
+    clock tick as the check would not have moved the mtime); else None."""
     entry = stamp.get("files", {}).get(rel)
     try:
         key = _stat_key(path)
@@ -520,7 +525,7 @@ def _vouched(stamp: dict[str, Any], rel: str, path: Path, expected: str) -> dict
         return None
     if (not isinstance(entry, dict) or entry.get("sha256") != expected
             or {k: entry.get(k) for k in key} != key
-            or key["mtime_ns"] + _RACY_NS > int(stamp.get("checked_ns", 0))):
+            or key["mtime_ns"] + _RACY_NS > int(entry.get("checked_ns", 0))):
         return None
     return entry
 
@@ -547,7 +552,7 @@ def verify(minari_id: str) -> str:
     stamp = _read_stamp(root)
     if _vouched(stamp, rel, main_file, expected):
         return expected
-    key = _stat_key(main_file)
+    since, key = time.time_ns(), _stat_key(main_file)
     actual = sha256_file(main_file)
     if actual != expected:
         raise CorruptDatasetError(
@@ -556,7 +561,7 @@ def verify(minari_id: str) -> str:
             "for this dataset again."
         )
     files = dict(stamp.get("files", {}))
-    files[rel] = key | {"sha256": actual}
+    files[rel] = _checked(key, actual, since)
     _write_stamp(root, files)
     return actual
 
@@ -589,7 +594,7 @@ def _read_cache(root: Path, digest: str) -> EpisodeArrays | None:
         if _vouched(stamp, rel, path, expected):
             continue
         try:
-            key = _stat_key(path)
+            since, key = time.time_ns(), _stat_key(path)
             actual = sha256_file(path)
         except OSError:
             return None
@@ -599,7 +604,7 @@ def _read_cache(root: Path, digest: str) -> EpisodeArrays | None:
                           f"the verified {root / 'data' / DATA_FILE}.", RuntimeWarning,
                           stacklevel=3)
             return None
-        checked[rel] = key | {"sha256": actual}
+        checked[rel] = _checked(key, actual, since)
     if checked != stamp.get("files"):
         _write_stamp(root, checked)
     try:
@@ -688,7 +693,8 @@ def read_dataset(minari_id: str, info: TaskInfo) -> EpisodeArrays:
                 stamp = _read_stamp(root)
                 checked = {k: v for k, v in stamp.get("files", {}).items()
                            if not k.startswith("cache/")}
-                checked.update({f"cache/{n}": _stat_key(root / "cache" / n) | {"sha256": sha}
+                now = time.time_ns()
+                checked.update({f"cache/{n}": _checked(_stat_key(root / "cache" / n), sha, now)
                                 for n, sha in files.items()})
                 _write_stamp(root, checked)
             except OSError as err:

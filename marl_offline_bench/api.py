@@ -155,6 +155,7 @@ def verify_dataset(dataset_id: str) -> dict[str, Any]:
     Returns:
         A dict with ``matches`` (bool), ``local_sha256``, ``canonical_sha256``,
         ``recipe_differences`` (recipe keys whose values differ from the canonical recipe),
+        ``note`` (where the canonical build chose actions another way than this version),
         ``statistics`` (per statistic: local, canonical, local - canonical; only those that
         differ), ``first_differing_episode`` (an int, None when every compared episode agrees,
         or absent when the canonical build's per-episode digests are not shipped) and
@@ -189,8 +190,16 @@ def verify_dataset(dataset_id: str) -> dict[str, Any]:
     wanted, built = canonical.get("recipe", {}), ours.get("recipe", {})
     report["recipe_differences"] = {
         k: {"local": built.get(k), "canonical": wanted.get(k)}
-        for k in ("episodes", "seed", "num_envs", "behaviour_sha256", "epsilon", "noise_std")
-        if k in wanted and built.get(k) != wanted.get(k)}
+        for k in ("episodes", "seed", "num_envs", "behaviour_sha256", "epsilon", "noise_std",
+                  "action_choice")
+        if (k in wanted or k in built) and built.get(k) != wanted.get(k)}
+    if "action_choice" in built and "action_choice" not in wanted:
+        report["note"] = (
+            "The canonical build was made before the behaviour agents chose in float64: it "
+            "chose in float32 with torch's scalar CPU kernels. Where two Q-values lie a "
+            "rounding apart the two choices can differ, so a rebuild made now can part from "
+            "it although both are faithful to the recipe; its canonical record is to be "
+            "re-made with the float64 choice.")
     local_stats, canon_stats = ours.get("statistics", {}), canonical.get("statistics", {})
     report["statistics"] = {}
     for key in _COMPARED:

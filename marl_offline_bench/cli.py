@@ -137,6 +137,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print("  DIFFERENT: these are not the canonical build's bytes.")
     for key, diff in report["recipe_differences"].items():
         print(f"  recipe {key}: local {diff['local']}, canonical {diff['canonical']}")
+    if "note" in report:
+        print("  note: " + textwrap.fill(report["note"], 88, subsequent_indent="        "))
     if "first_differing_episode" in report:
         first = report["first_differing_episode"]
         print(f"  first differing episode: {first} ({report['differing_episodes']} of "

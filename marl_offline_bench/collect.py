@@ -35,6 +35,11 @@ Policy = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 BEHAVIOUR_EXPLORATION: dict[str, dict[str, float]] = {"qmix": {"epsilon": 0.0},
                                                       "matd3": {"noise_std": 0.1}}
 
+#: How QMIX agents choose among Q-values when collecting, recorded in each recipe: in float64
+#: with ties to the lowest index, the same on every CPU. Canonical builds recorded without this
+#: key chose in float32, which torch's vectorised and scalar kernels can round apart.
+ACTION_CHOICE = {"qmix": {"action_choice": "float64, ties to the lowest index"}}
+
 #: batch sizes per family: big batches for the jitted engines, one per core for MuJoCo.
 DEFAULT_NUM_ENVS = {"equal_line": 500, "mpe": 1000, "smac": 250, "mamujoco": 16}
 
@@ -277,7 +282,8 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
             path = _shipped_checkpoint(entry.task_id, entry.quality)
             extra = {"behaviour_checkpoint": _checkpoint_name(path),
                      "behaviour_sha256": _sha256(path),
-                     **BEHAVIOUR_EXPLORATION[entry.task.behaviour]}
+                     **BEHAVIOUR_EXPLORATION[entry.task.behaviour],
+                     **ACTION_CHOICE.get(entry.task.behaviour, {})}
         return data, extra
     half = n_episodes // 2
     medium = rollout(env, behaviour_policy(entry, info, seed, "medium"), half, seed, progress=bar)
@@ -286,6 +292,7 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
     extra = {"parts": {"medium": {"episodes": half, "seed": seed},
                        "expert": {"episodes": n_episodes - half, "seed": seed + 1}},
              **BEHAVIOUR_EXPLORATION[entry.task.behaviour],
+             **ACTION_CHOICE.get(entry.task.behaviour, {}),
              "behaviour_checkpoints": [_checkpoint_name(_shipped_checkpoint(entry.task_id, q))
                                        for q in ("medium", "expert")],
              "behaviour_sha256": [_sha256(_shipped_checkpoint(entry.task_id, q))

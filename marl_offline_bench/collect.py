@@ -329,7 +329,8 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
         engine: simulator override (e.g. ``"sc2"`` for SMAC on StarCraft II).
 
     Two processes that build the same dataset at once do not race: the second waits on the
-    dataset's build lock and then returns the first one's build.
+    dataset's build lock and then returns the first one's build (with ``overwrite``, builds
+    its own after it).
 
     Raises:
         FileExistsError: already built (or a damaged folder is in the way) and not
@@ -363,8 +364,9 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
     waiting = (f"{dataset_id}: another process is building it; waiting for it to finish "
                f"(lock {final.parent / ('.' + final.name + '.lock')})")
     with storage.build_lock(entry.minari_id, waiting) as waited:
-        if waited and storage.is_built(entry.minari_id):
-            # The process we waited for built it: use its build rather than repeat the work.
+        if waited and not overwrite and storage.is_built(entry.minari_id):
+            # The process we waited for built it: use its build rather than repeat the work
+            # (with overwrite, the caller asked for a build of its own: it follows the other).
             return final
         _check_not_built(entry, final, overwrite)
         return _collect_locked(entry, episodes, seed, num_envs, overwrite, show_progress)

@@ -92,8 +92,9 @@ def behaviour_policy(checkpoint: str | Path | dict[str, Any], epsilon: float = 0
     if checkpoint.get("algorithm") == "matd3":
         return GaussianActorPolicy(actors_from_checkpoint(checkpoint), noise_std, seed)
     dims = checkpoint["task"]
+    # float64: the same actions on any CPU (see EpsilonGreedyPolicy).
     return EpsilonGreedyPolicy(agent_from_checkpoint(checkpoint), dims["n_agents"],
-                               dims["n_actions"], epsilon, seed)
+                               dims["n_actions"], epsilon, seed, float64=True)
 
 
 # -- what ships ---------------------------------------------------------------------------------

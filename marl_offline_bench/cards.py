@@ -2,7 +2,8 @@
 
 A *canonical* build is one made with the registry's recipe (its episode count, seed 0). Its
 statistics and a histogram of its episode returns are recorded in the package
-(``data/dataset_statistics.json``) by ``marl-bench record``; ``marl-bench docs`` renders every
+(``data/dataset_statistics.json``) by ``marl-bench record``, with a digest of each episode
+(``data/episode_digests/<id>.txt``, for ``marl-bench verify``); ``marl-bench docs`` renders every
 recorded dataset into ``docs/datasets.md`` and one return-distribution plot per family.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .registry import DATASETS, QUALITIES, TASKS, get_dataset, record_statistics, \
-    recorded_statistics, reference_scores
+from .registry import DATASETS, QUALITIES, TASKS, get_dataset, record_episode_digests, \
+    record_statistics, recorded_statistics, reference_scores
 
 HISTOGRAM_BINS = 30
 
@@ -57,6 +58,13 @@ def record_build(dataset_id: str, allow_noncanonical: bool = False) -> dict[str,
         "return_histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
     }
     record_statistics(dataset_id, stats)
+    if canonical:
+        # Shipped so that `marl-bench verify` can name the first episode where a rebuild parts.
+        from .envs import task_info
+        from .storage import read_episode_digests
+
+        record_episode_digests(dataset_id, read_episode_digests(entry.minari_id,
+                                                                task_info(entry.task_id)))
     return stats
 
 

@@ -1,13 +1,15 @@
-"""The ``marl-bench`` command line: list, info, collect, reference (and evaluate).
+"""The marl-bench command line.
 
-Each sub-command is a thin layer over the library; bad input ends with a one-line message that
-names the problem and the fix, and exit status 2.
+Commands: list, info, verify, collect, reference, record, docs, evaluate, leaderboard. Each is a
+thin layer over the library; bad input ends with a one-line message that names the problem and
+the fix (exit status 2), never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Sequence
@@ -42,7 +44,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     tasks = {r["task_id"] for r in rows}
     print(f"\n{len(rows)} datasets over {len(tasks)} tasks; "
           f"{sum(r['status'] == 'built' for r in rows)} built.")
+    _report_leftovers(args.remove_leftovers)
     return 0
+
+
+def _report_leftovers(remove: bool) -> None:
+    """Name the temporary folders of builds whose process is gone, and their size."""
+    import shutil
+
+    from . import storage
+
+    leftovers = storage.leftover_temp_dirs() if (storage.minari_root() / "marl-bench").is_dir() \
+        else []
+    if not leftovers:
+        return
+    sizes = {p: storage.folder_bytes(p) for p in leftovers}
+    verb = "removed" if remove else "found"
+    print(f"\n{verb} {len(leftovers)} leftover(s) of interrupted builds "
+          f"({sum(sizes.values()) / 1e6:.1f} MB):")
+    for path in leftovers:
+        if remove:
+            shutil.rmtree(path, ignore_errors=True)
+        print(f"  {path}  ({sizes[path] / 1e6:.1f} MB)")
+    if not remove:
+        print("Their processes have ended; `marl-bench list --remove-leftovers` deletes them "
+              "(the next build of the same dataset does too).")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -57,7 +83,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  task      : {card['task_id']}   quality: {card['quality']}")
     if "path" in card:
         print(f"  path      : {card['path']}")
-        print(f"  size      : {card['size_bytes'] / 1e6:.1f} MB   sha256: {card['sha256']}")
+        print(f"  size      : {card['size_bytes'] / 1e6:.1f} MB data file, "
+              f"{card['disk_bytes'] / 1e6:.1f} MB on disk with load()'s cache")
+        print(f"  sha256    : {card['sha256']}")
         print(f"  engine    : {json.dumps(card['engine'])}")
         print(f"  commit    : {card.get('commit')}")
         stats = card["statistics"]
@@ -67,6 +95,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  build with: {card['collect_command']}")
         if "why_not_buildable" in card:
             print(f"  note      : {card['why_not_buildable']}")
+        if "damaged" in card:
+            print(f"  damaged   : {card['damaged']}")
     print(f"  recipe    : {json.dumps(card['recipe'])}")
     canonical = card.get("canonical_build")
     if canonical:
@@ -75,12 +105,55 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()
             if k in ("episodes", "transitions", "return_mean", "return_std", "normalized_score",
                      "win_rate")) + f"; sha256 {canonical.get('sha256', '?')[:16]}…")
+        if "sha256" in card and canonical.get("sha256"):
+            same = card["sha256"] == canonical["sha256"]
+            print("  identity  : " + ("these are the canonical build's bytes" if same else
+                                      "NOT the canonical build's bytes; `marl-bench verify "
+                                      f"{card['dataset_id']}` says where they differ"))
     refs = card["reference_scores"]
     for kind in ("ref_random", "ref_expert"):
         ref = refs.get(kind)
         print(f"  {kind:<10}: " + (f"{ref['value']:.4f} (std {ref.get('std', float('nan')):.4f}, "
                                     f"{ref['episodes']} episodes)" if ref else "not measured yet"))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .api import verify_dataset
+
+    def fmt(value):
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    report = verify_dataset(args.dataset_id)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["matches"] else 1
+    print(f"{report['dataset_id']}: {report['path']}")
+    print(f"  local sha256     : {report['local_sha256']}")
+    print(f"  canonical sha256 : {report['canonical_sha256']}")
+    if report["matches"]:
+        print("  OK: the local data file holds the canonical build's bytes.")
+        return 0
+    print("  DIFFERENT: these are not the canonical build's bytes.")
+    for key, diff in report["recipe_differences"].items():
+        print(f"  recipe {key}: local {diff['local']}, canonical {diff['canonical']}")
+    if "note" in report:
+        print("  note: " + textwrap.fill(report["note"], 88, subsequent_indent="        "))
+    if "first_differing_episode" in report:
+        first = report["first_differing_episode"]
+        print(f"  first differing episode: {first} ({report['differing_episodes']} of "
+              f"{report['episodes_compared']} differ)" if first is not None
+              else "  every episode's digest agrees; the files differ in layout only")
+    else:
+        print("  first differing episode: unknown (the canonical build's per-episode digests "
+              "do not ship for this id)")
+    if report["statistics"]:
+        for key, diff in report["statistics"].items():
+            print(f"  {key:<20}: local {fmt(diff['local'])}, canonical {fmt(diff['canonical'])} "
+                  f"(difference {fmt(diff['difference'])})")
+    else:
+        print("  statistics: identical to the canonical build's")
+    return 1
 
 
 def _collect_ids(args: argparse.Namespace) -> list[str]:
@@ -225,8 +298,19 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="marl-bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="marl-bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Offline multi-agent RL datasets (Minari/HDF5) and the baselines scored on "
+                    "them.",
+        epilog="examples:\n"
+               "  marl-bench list --env equal_line\n"
+               "  marl-bench collect --env equal_line --task n4 --quality expert\n"
+               "  marl-bench info equal_line-n4-expert-v0\n"
+               "  marl-bench verify equal_line-n4-expert-v0\n"
+               "  marl-bench evaluate --algo cfcql --datasets equal_line-n4-expert-v0 --seeds 1\n"
+               "\n`marl-bench COMMAND --help` describes each command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
 
     p = sub.add_parser("list", help="registered datasets and whether they are built")
     p.add_argument("--env", choices=sorted(FAMILIES), help="only this family")
@@ -235,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--built", action="store_true", help="only datasets on disk")
     p.add_argument("--buildable", action="store_true", help="only datasets this install can build")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--remove-leftovers", action="store_true",
+                   help="delete the temporary folders of interrupted builds it reports")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("info", help="a dataset's card")
@@ -242,24 +328,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser(
+        "verify", help="check that a built dataset holds the canonical build's bytes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Hash the local data file and compare it with the SHA-256 recorded for the "
+            "dataset's canonical build. Exit status 0 when they are equal, 1 when they differ "
+            "(printing the first differing episode, where the canonical per-episode digests "
+            "ship, and how the statistics differ), 2 on an error.", 88),
+        epilog="example:\n  marl-bench verify smac-2s3z-expert-v0")
+    p.add_argument("dataset_id")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=cmd_verify)
+
     def task_args(p):
         p.add_argument("--env", required=True, choices=sorted(FAMILIES))
         p.add_argument("--task", help="task within the family (e.g. n6, cn, halfcheetah_2x3)")
         p.add_argument("--map", help="SMAC map (same as --task for --env smac)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--num-envs", type=int, default=None, help="lock-step batch size")
+        p.add_argument("--seed", type=_non_negative, default=0,
+                       help="seed of the episodes (default 0, the canonical builds' seed; the "
+                            "same seed and --num-envs repeat the same episodes)")
+        p.add_argument("--num-envs", type=_positive, default=None,
+                       help="lock-step batch size (default per family)")
 
-    p = sub.add_parser("collect", help="build datasets on disk (--task and --map take comma "
-                                       "lists or 'all')")
+    p = sub.add_parser(
+        "collect", help="build datasets on disk (--task and --map take comma lists or 'all')",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Build registered datasets under MINARI_DATASETS_PATH (default ~/.minari/datasets) "
+            "from the behaviour agents shipped with the package, with progress bars. A dataset "
+            "already built with the same recipe is left alone; two collects of one dataset at "
+            "once share one build.", 88),
+        epilog="examples:\n"
+               "  marl-bench collect --env equal_line --task n6 --quality random\n"
+               "  marl-bench collect --env smac --map 2s3z --quality expert\n"
+               "  marl-bench collect --env mpe --task cn,pp --quality all\n"
+               "then: marl-bench verify smac-2s3z-expert-v0")
     task_args(p)
-    p.add_argument("--quality", required=True, choices=list(QUALITIES) + ["all"])
+    p.add_argument("--quality", required=True, choices=list(QUALITIES) + ["all"],
+                   help="random, medium-replay, medium, expert, mixed, or all five")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: one after another here (default); ray: all at once as Ray "
                         "tasks, each written under the building node's MINARI_DATASETS_PATH "
                         "(shared storage; see docs/cluster.md)")
     p.add_argument("--address", default=None,
                    help="the Ray cluster (--executor ray): auto or HEAD_IP:6379")
-    p.add_argument("--episodes", type=int, default=None, help="default: the registry's size")
+    p.add_argument("--episodes", type=_positive, default=None,
+                   help="how many episodes (default: the registry's size, as the canonical "
+                        "builds)")
     p.add_argument("--engine", default=None,
                    help="simulator override, e.g. sc2 for SMAC on StarCraft II or mpe2 for MPE's "
                         "reference engine; such data get their own ids (…-sc2-v0)")
@@ -276,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reference", help="measure a task's ref_random and record it")
     task_args(p)
     p.add_argument("--policy", default="random", choices=["random"])
-    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--episodes", type=_positive, default=1000)
     p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser("record", help="record a canonical build's statistics in the registry")
@@ -297,12 +413,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
+    except (LookupError, ValueError, TypeError, OSError, RuntimeError) as err:
+        # OSError covers a corrupt dataset (CorruptDatasetError), a missing or read-only
+        # folder and a file where a folder should be; each message names the path and the fix.
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"marl-bench {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ build can act from another folder of the same layout (``behaviour_root``, e.g. t
 """
 from __future__ import annotations
 
-import math
+import numbers
 import platform
 import subprocess
 import time
@@ -32,6 +32,11 @@ from .registry import (SCORE_COMPATIBLE_ENGINES, DatasetEntry, engine_variant, g
 #: [-1, 1], so that continuous data cover more than one action per state.
 BEHAVIOUR_EXPLORATION: dict[str, dict[str, float]] = {"qmix": {"epsilon": 0.0},
                                                       "matd3": {"noise_std": 0.1}}
+
+#: How QMIX agents choose among Q-values when collecting, recorded in each recipe: in float64
+#: with ties to the lowest index, the same on every CPU. Canonical builds recorded without this
+#: key chose in float32, which torch's vectorised and scalar kernels can round apart.
+ACTION_CHOICE = {"qmix": {"action_choice": "float64, ties to the lowest index"}}
 
 
 
@@ -154,7 +159,8 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
             path = _shipped_checkpoint(entry.task_id, entry.quality, root)
             extra = {"behaviour_checkpoint": _checkpoint_name(path),
                      "behaviour_sha256": _sha256(path),
-                     **BEHAVIOUR_EXPLORATION[entry.task.behaviour]}
+                     **BEHAVIOUR_EXPLORATION[entry.task.behaviour],
+                     **ACTION_CHOICE.get(entry.task.behaviour, {})}
         return data, extra
     half = n_episodes // 2
     medium = rollout(env, behaviour_policy(entry, info, seed, "medium", root), half, seed,
@@ -164,6 +170,7 @@ def _collect_episodes(entry: DatasetEntry, env: VectorTaskEnv, info: TaskInfo,
     extra = {"parts": {"medium": {"episodes": half, "seed": seed},
                        "expert": {"episodes": n_episodes - half, "seed": seed + 1}},
              **BEHAVIOUR_EXPLORATION[entry.task.behaviour],
+             **ACTION_CHOICE.get(entry.task.behaviour, {}),
              "behaviour_checkpoints": [_checkpoint_name(_shipped_checkpoint(entry.task_id, q, root))
                                        for q in ("medium", "expert")],
              "behaviour_sha256": [_sha256(_shipped_checkpoint(entry.task_id, q, root))
@@ -202,21 +209,75 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
         engine: simulator override (e.g. ``"sc2"`` for SMAC on StarCraft II).
         behaviour_root: a folder of behaviour agents to act from instead of the package's
             (the layout of :data:`marl_offline_bench.behaviour.SHIPPED_ROOT`).
-    """
-    from tqdm.auto import tqdm
 
+    Two processes that build the same dataset at once do not race: the second waits on the
+    dataset's build lock and then returns the first one's build (with ``overwrite``, builds
+    its own after it).
+
+    Raises:
+        FileExistsError: already built (or a damaged folder is in the way) and not
+            ``overwrite``.
+        RuntimeError: this installation cannot build the dataset (the message says why).
+        PermissionError, NotADirectoryError: the datasets root is not writable (checked
+            before any episode is generated).
+        ValueError: a non-positive ``episodes`` or ``num_envs`` or a negative ``seed``.
+    """
     from . import storage
 
     # Another simulator's data get their own id (smac-2s3z-random-sc2-v0), never the default's.
     entry = engine_variant(dataset_id, engine)
     dataset_id, engine = entry.dataset_id, entry.engine
     task = entry.task
-    if storage.is_built(entry.minari_id) and not overwrite:
-        raise FileExistsError(f"{dataset_id} is already built at "
-                              f"{storage.dataset_dir(entry.minari_id)}; use --force to rebuild.")
+    if episodes is not None and (isinstance(episodes, bool) or episodes < 1):
+        raise ValueError(f"episodes must be a positive number of episodes, got {episodes!r}.")
+    if num_envs is not None and (isinstance(num_envs, bool) or num_envs < 1):
+        raise ValueError(f"num_envs must be at least 1, got {num_envs!r}.")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    final = storage.dataset_dir(entry.minari_id)
+    _check_not_built(entry, final, overwrite)
     blocker = build_blocker(entry, behaviour_root)
     if blocker:
         raise RuntimeError(blocker)
+    # Known before any episode is generated: a root we cannot write to.
+    storage.check_writable(final.parent, "The datasets folder",
+                           "Set MINARI_DATASETS_PATH to a folder you can write to (datasets "
+                           "take up to a few GB each; see the README).")
+    waiting = (f"{dataset_id}: another process is building it; waiting for it to finish "
+               f"(lock {final.parent / ('.' + final.name + '.lock')})")
+    with storage.build_lock(entry.minari_id, waiting) as waited:
+        if waited and not overwrite and storage.is_built(entry.minari_id):
+            # The process we waited for built it: use its build rather than repeat the work
+            # (with overwrite, the caller asked for a build of its own: it follows the other).
+            return final
+        _check_not_built(entry, final, overwrite)
+        return _collect_locked(entry, episodes, seed, num_envs, overwrite, show_progress,
+                               behaviour_root)
+
+
+def _check_not_built(entry: DatasetEntry, final, overwrite: bool) -> None:
+    from . import storage
+
+    if overwrite:
+        return
+    if storage.is_built(entry.minari_id):
+        raise FileExistsError(f"{entry.dataset_id} is already built at {final}; use --force "
+                              "to rebuild.")
+    if final.exists():
+        raise FileExistsError(f"{final} exists but has no data/metadata.json (a damaged "
+                              f"dataset): rebuild it with --force (collect_dataset(..., "
+                              f"overwrite=True)), or delete {final}.")
+
+
+def _collect_locked(entry: DatasetEntry, episodes: int | None, seed: int,
+                    num_envs: int | None, overwrite: bool, show_progress: bool,
+                    behaviour_root=None):
+    """The body of :func:`collect_dataset`, run while holding the dataset's build lock."""
+    from tqdm.auto import tqdm
+
+    from . import storage
+
+    dataset_id, engine, task = entry.dataset_id, entry.engine, entry.task
     n_episodes = episodes or task.dataset_episodes
     if entry.quality == "medium-replay":
         # As many episodes as the learner's replay held, unless fewer (the last ones) are asked.

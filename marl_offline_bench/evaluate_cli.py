@@ -12,11 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .benchmarking import DEFAULT_OUT
 from .protocols import PROTOCOLS
 
-#: The suite's own run records (in a checkout), a source of measured rates for --dry-run.
+#: The suite's own run records (in a checkout): a source of measured rates for --dry-run, and
+#: the published scores shown beside a user's own. Never the default output: a user's runs
+#: resumed against the suite's records would be skipped as already done.
 PUBLISHED_RECORDS = Path(__file__).resolve().parents[1] / "leaderboards"
+#: Where a user's runs, tables and plots go unless --out says otherwise (relative to the
+#: working directory, like ``collect --train-dir``).
+USER_OUT = Path("marl-bench-results")
+#: The most seeds a count may ask for (a comma list names any seeds).
+MAX_SEED_COUNT = 1000
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -38,14 +44,95 @@ def _seeds(text: str) -> list[int]:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
         else:
-            seeds = list(range(int(text)))
-    except ValueError:
+            count = int(text)
+            if not 1 <= count <= MAX_SEED_COUNT:
+                raise ValueError(
+                    f"--seeds {text} asks for {count} seeds; a count runs seeds 0 .. count-1 "
+                    f"and must lie between 1 and {MAX_SEED_COUNT} (--seeds 1 is seed 0 "
+                    "alone, --seeds 3 seeds 0, 1, 2), or name the seeds in a comma list "
+                    "(--seeds 0,4,7).")
+            seeds = list(range(count))
+    except ValueError as err:
+        if str(err).startswith("--seeds"):
+            raise
         raise ValueError(f"--seeds takes a count (3) or a comma list (0,4,7), got {text!r}") \
             from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds must give at least one distinct non-negative seed, got "
-                         f"{text!r}")
+    if not seeds:
+        raise ValueError(f"--seeds {text!r} names no seed; give a count (3) or a comma list "
+                         "(0,4,7).")
+    if min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: seeds are non-negative, got {min(seeds)}.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r} names a seed twice; list each seed once.")
     return seeds
+
+
+def _check_out(out: Path) -> None:
+    """Fail before any run when the output folder cannot be written (a file, read-only)."""
+    from .storage import check_writable
+
+    check_writable(out, "The output folder (--out)",
+                   "Pass --out with a folder you can write to.")
+
+
+def _check_reps(reps: int) -> None:
+    if reps < 1:
+        raise ValueError(f"--bootstrap-reps must be at least 1 (2000 is usual), got {reps}.")
+
+
+def _build_with_progress(pattern: str | None, say) -> None:
+    """Build the matched, buildable datasets that are not on disk yet, with a progress bar
+    (``select_datasets`` would build them silently)."""
+    from . import storage
+    from .benchmarking import select_datasets
+    from .collect import collect_dataset
+    from .registry import get_dataset
+
+    if pattern is None:
+        return
+    for dataset_id in select_datasets(pattern, build=False, report=lambda line: None,
+                                      keep_unbuilt=True):
+        if not storage.is_built(get_dataset(dataset_id).minari_id):
+            say(f"building {dataset_id} (registered, buildable, not on disk yet) ...")
+            collect_dataset(dataset_id, show_progress=True)
+
+
+def _published_beside(summary, protocol: str, say) -> None:
+    """The suite's published scores of the same (algorithm, dataset) cells, labelled as such."""
+    import json
+    import statistics
+
+    cells = sorted({(o.job.algo, o.job.dataset_id) for o in summary.outcomes
+                    if o.status in ("done", "skipped")})
+    lines = []
+    for algo, dataset_id in cells:
+        scores = []
+        for path in sorted((PUBLISHED_RECORDS / "runs" / protocol / algo / dataset_id)
+                           .glob("seed*.json")):
+            try:
+                record = json.loads(path.read_text())
+                score = record["final"].get("normalized_score")
+                if score is None:
+                    score = record["final"]["mean_return"]
+            except (OSError, ValueError, KeyError, AttributeError, TypeError):
+                continue
+            if record.get("status") == "done" and score is not None:
+                scores.append(float(score))
+        mine = [o.final_score for o in summary.outcomes if o.job.algo == algo
+                and o.job.dataset_id == dataset_id and o.final_score is not None]
+        if scores:
+            lines.append(f"  {algo} on {dataset_id}: yours {_mean(mine)} over {len(mine)} "
+                         f"seed(s); the suite's published {protocol} records "
+                         f"{statistics.fmean(scores):.2f} over {len(scores)} seed(s)")
+    if lines:
+        say(f"for comparison, the suite's published records ({PUBLISHED_RECORDS}), not your "
+            "runs:")
+        for line in lines:
+            say(line)
+
+
+def _mean(values) -> str:
+    return f"{sum(values) / len(values):.2f}" if values else "n/a"
 
 
 _RAY_ONLY = {"address": "--address", "cpus_per_run": "--cpus-per-run",
@@ -95,15 +182,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     algos = resolve_algorithms(args.algo)
     seeds = _seeds(args.seeds)
+    _check_reps(args.bootstrap_reps)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}.")
     if args.dry_run:
         return _dry_run(args, algos, seeds, say)
+    out = Path(args.out)
+    _check_out(out)
     executor = _ray_executor(args)
     device = resolve_device(args.device) if executor is None else executor.device
     overrides = _parse_overrides(args.set or [])
     build_on_nodes = executor is not None and executor.build_on_nodes
+    if not args.no_build and not build_on_nodes:
+        _build_with_progress(args.datasets, say)
     datasets = select_datasets(args.datasets, build=not args.no_build, report=say,
                                keep_unbuilt=build_on_nodes)
-    out = Path(args.out)
     where = (f"{args.workers} worker(s)" if executor is None else executor.describe())
     say(f"evaluating {', '.join(algos)} on {len(datasets)} dataset(s) x {len(seeds)} seed(s), "
         f"protocol {args.protocol}, {where}, device {device} -> {out}")
@@ -122,6 +215,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   for o in summary.outcomes):
         paths = write_leaderboards(out, reps=args.bootstrap_reps)
         say(f"leaderboards: {len(paths)} files under {out}")
+    if out.resolve() != PUBLISHED_RECORDS.resolve():
+        _published_beside(summary, args.protocol, say)
     unfinished = {
         "error": "raised ({listing}); no record was written for them and any checkpoint is kept, "
                  "so the same command resumes them once the cause is fixed.",
@@ -163,6 +258,14 @@ def _dry_run(args: argparse.Namespace, algos: list[str], seeds: list[int], say) 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import write_leaderboards
+
+    _check_reps(args.bootstrap_reps)
+    out = Path(args.out)
+    if not (out / "runs").is_dir():
+        raise FileNotFoundError(f"{out / 'runs'} does not exist: no run records to tabulate "
+                                "there. Pass --out with the folder `marl-bench evaluate` wrote "
+                                f"to (the suite's own records: --out {PUBLISHED_RECORDS}).")
+    _check_out(out)
 
     paths = write_leaderboards(Path(args.out), reps=args.bootstrap_reps)
     for path in paths:
@@ -211,8 +314,10 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--build-on-nodes", action="store_true",
                    help="build a missing dataset on the node that needs it, instead of failing "
                         "the run (the driver then builds nothing)")
-    p.add_argument("--out", default=str(DEFAULT_OUT),
-                   help="output folder for runs/, tables and plots (default: ./leaderboards)")
+    p.add_argument("--out", default=str(USER_OUT),
+                   help="your output folder for runs/, tables and plots (default: "
+                        "./%(default)s); the suite's published scores for the same cells are "
+                        "printed beside yours at the end, labelled as such")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="algorithm config override (repeatable): KEY=VALUE for every "
                         "algorithm, ALGO.KEY=VALUE for one (e.g. cfcql.alpha=10)")
@@ -232,8 +337,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser("leaderboard", help="rebuild the leaderboards from run records")
-    p.add_argument("--out", default=str(DEFAULT_OUT),
-                   help="the evaluation output folder (default: ./leaderboards)")
+    p.add_argument("--out", default=str(USER_OUT),
+                   help="the evaluation output folder (default: ./%(default)s; the suite's "
+                        "own: leaderboards in a checkout)")
     p.add_argument("--bootstrap-reps", type=int, default=2000,
                    help="bootstrap replications for the aggregate intervals")
     p.set_defaults(func=cmd_leaderboard)

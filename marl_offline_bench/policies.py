@@ -9,6 +9,8 @@ reproducible from (weights, exploration, seed).
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -74,37 +76,52 @@ class EpsilonGreedyPolicy(RecurrentGreedyPolicy):
     argmax of its Q-values over available actions. The agent network's last-action input is the
     action actually taken. Random draws come from ``numpy.random.default_rng(seed)``, made anew by
     :meth:`reset`, so a batch of episodes is reproducible from (weights, epsilon, seed).
+
+    With ``float64=True`` (dataset collection) the network runs on a float64 copy of the agent
+    and the greedy action is the lowest-index maximum: float32 Q-values of two actions can be a
+    rounding apart, and torch's vectorised CPU kernels (AVX2/AVX-512) round differently from
+    its scalar ones, so a float32 choice made other actions on another CPU. Training keeps
+    float32 (and the live agent), as the shipped agents were trained.
     """
 
     def __init__(self, agent: RNNAgent, n_agents: int, n_actions: int, epsilon: float,
-                 seed: int = 0):
+                 seed: int = 0, float64: bool = False):
+        if float64:
+            agent = copy.deepcopy(agent).double()
         super().__init__(agent, n_agents, n_actions)
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
         self.epsilon, self.seed = float(epsilon), int(seed)
+        self.dtype = torch.float64 if float64 else torch.float32
         self.rng = np.random.default_rng(self.seed)
 
     def reset(self, num_envs: int) -> None:
         super().reset(num_envs)
+        self.hidden = self.hidden.to(self.dtype)
+        self.last_actions = self.last_actions.to(self.dtype)
         self.rng = np.random.default_rng(self.seed)
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, avail: np.ndarray | None) -> np.ndarray:
-        obs_t = torch.as_tensor(obs, dtype=torch.float32)
+        obs_t = torch.as_tensor(obs, dtype=torch.float32).to(self.dtype)
         batch = obs_t.shape[0]
         if self.hidden is None or self.hidden.shape[0] != batch:
             self.reset(batch)
-        agent_ids = torch.eye(self.n_agents).expand(batch, -1, -1)
+        agent_ids = torch.eye(self.n_agents, dtype=self.dtype).expand(batch, -1, -1)
         q, self.hidden = self.agent(torch.cat([obs_t, self.last_actions, agent_ids], -1),
                                     self.hidden)                                   # (B, n, A)
         avail_np = np.ones(q.shape, bool) if avail is None else np.asarray(avail, bool)
-        greedy = masked_argmax(q, torch.from_numpy(avail_np)).numpy()               # (B, n)
+        if self.dtype == torch.float64:
+            # numpy's argmax returns the first maximum: ties go to the lowest index, explicitly.
+            greedy = np.where(avail_np, q.numpy(), -np.inf).argmax(-1)             # (B, n)
+        else:
+            greedy = masked_argmax(q, torch.from_numpy(avail_np)).numpy()           # (B, n)
         # Draw both every step, whatever epsilon is, so the random stream never shifts.
         explore = self.rng.random(greedy.shape) < self.epsilon                     # (B, n)
         noise = self.rng.random(avail_np.shape)                                    # (B, n, A)
         uniform = np.where(avail_np, noise, -1.0).argmax(-1)      # uniform over available ones
         actions = np.where(explore, uniform, greedy).astype(np.int64)
-        self.last_actions = F.one_hot(torch.from_numpy(actions), self.n_actions).float()
+        self.last_actions = F.one_hot(torch.from_numpy(actions), self.n_actions).to(self.dtype)
         return actions
 
 

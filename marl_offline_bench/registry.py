@@ -167,7 +167,16 @@ def nearest_ids(wrong: str, candidates: list[str] | None = None, n: int = 5) -> 
 
 
 def get_dataset(dataset_id: str) -> DatasetEntry:
-    """The registry entry of a dataset id; an unknown id lists the nearest registered ids."""
+    """The registry entry of a dataset id; an unknown id lists the nearest registered ids.
+
+    Raises:
+        TypeError: ``dataset_id`` is not a string.
+        KeyError: unknown id (the message lists the nearest registered ones).
+    """
+    if not isinstance(dataset_id, str):
+        raise TypeError(f"A dataset id is a string such as 'equal_line-n6-random-v0', got "
+                        f"{type(dataset_id).__name__} {dataset_id!r}; `marl-bench list` shows "
+                        "the registered ids.")
     try:
         return DATASETS[dataset_id] if dataset_id in DATASETS else ENGINE_DATASETS[dataset_id]
     except KeyError:
@@ -180,6 +189,9 @@ def get_dataset(dataset_id: str) -> DatasetEntry:
 
 def get_task(task_or_dataset_id: str) -> Task:
     """A task by task id (``smac-2s3z``) or by the id of one of its datasets."""
+    if not isinstance(task_or_dataset_id, str):
+        raise TypeError(f"A task id is a string such as 'equal_line-n6', got "
+                        f"{type(task_or_dataset_id).__name__} {task_or_dataset_id!r}.")
     if task_or_dataset_id in TASKS:
         return TASKS[task_or_dataset_id]
     if task_or_dataset_id in DATASETS or task_or_dataset_id in ENGINE_DATASETS:
@@ -277,4 +289,31 @@ def record_statistics(dataset_id: str, entry: dict[str, Any]) -> Path:
     table = _read_table(path)
     table[dataset_id] = entry
     _write_table(path, table)
+    return path
+
+
+def _digests_dir() -> Path:
+    """Per-episode digests of canonical builds (``storage.episode_digests``), one file per id,
+    in ``episode_digests/`` beside the statistics file."""
+    return _statistics_path().with_name("episode_digests")
+
+
+def canonical_episode_digests(dataset_id: str) -> list[str] | None:
+    """The canonical build's per-episode digests, where they ship (None otherwise)."""
+    path = _digests_dir() / f"{dataset_id}.txt"
+    try:
+        return path.read_text().split()
+    except FileNotFoundError:
+        return None
+
+
+def record_episode_digests(dataset_id: str, digests: list[str]) -> Path:
+    """Ship the per-episode digests of a dataset's canonical build (atomically)."""
+    get_dataset(dataset_id)
+    folder = _digests_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{dataset_id}.txt"
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text("\n".join(digests) + "\n")
+    os.replace(tmp, path)
     return path

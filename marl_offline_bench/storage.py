@@ -6,8 +6,13 @@ Layout under Minari's root (``MINARI_DATASETS_PATH``, default ``~/.minari/datase
         data/main_data.hdf5     Minari's layout: one group per episode
         data/metadata.json      Minari's metadata, plus ours under "marl_bench"
         cache/*.npy             the same arrays concatenated, for fast load()
-        cache/manifest.json     the checksum of the data file the cache was made from
-        .verified.json          size, mtime and digest of the last successful check
+        cache/manifest.json     the checksum of the data file the cache was made from, and
+                                the SHA-256 of every cache file
+        episode_digests.json    a short digest of each episode's arrays (where two builds part)
+        .verified.json          size, mtime and digest of every file at its last check
+        .cache.lock             held while the cache is checked or rebuilt
+    marl-bench/<task_id>/.<quality>-v<N>.lock      held by the process building the dataset
+    marl-bench/<task_id>/.tmp-<quality>-v<N>-*/    a build in progress (owner in .owner.json)
 
 The multi-agent step is packed into Minari's Dict spaces: the observation is
 ``Dict(<agent_id>: Box, state: Box[, avail_actions: MultiBinary([n, A])])``, the action
@@ -21,14 +26,25 @@ contiguous storage.
 
 Every write goes to a hidden temporary directory that is renamed into place when complete, so a
 killed collect never leaves anything that looks like a dataset (Minari skips hidden folders).
+Every file that :func:`read_dataset` reads is covered by a recorded SHA-256: the data file by the
+metadata, each cache file by the cache manifest (which names the data file's digest). A check is
+done once and remembered by size and mtime; a cache file that fails it is rebuilt from the
+verified data file.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
+import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +56,16 @@ from .dataset import EpisodeArrays
 from .envs.base import TaskInfo
 
 DATA_FILE = "main_data.hdf5"
-CACHE_FORMAT = 1
+#: 2: the manifest records every cache file's SHA-256 (caches of format 1 are rebuilt).
+CACHE_FORMAT = 2
+STAMP_FILE = ".verified.json"
+DIGESTS_FILE = "episode_digests.json"
+#: A recorded size and mtime vouch for a file only when the file is older than its check by this
+#: much: coarse file-system clocks (a few ms on ext4, 2 s on FAT) could otherwise hide a write
+#: made just after the check.
+_RACY_NS = 2_000_000_000
+#: A temporary build folder without an owner record is a leftover once it is this old.
+_OWNERLESS_STALE_S = 3600.0
 _MAPPED = ("obs", "states", "avail_actions")
 _COMPACT_LIMIT = 60_000  # bytes; HDF5 compact datasets must stay under 64 KiB
 
@@ -50,9 +75,24 @@ class CorruptDatasetError(OSError):
 
 
 def minari_root() -> Path:
+    """Minari's datasets root (``MINARI_DATASETS_PATH``, default ``~/.minari/datasets``).
+
+    Raises:
+        NotADirectoryError, PermissionError: the root is a file or cannot be created (naming
+            it and the fix).
+    """
     from minari.storage.datasets_root_dir import get_dataset_path
 
-    return Path(get_dataset_path())
+    fix = "Set MINARI_DATASETS_PATH to a folder you can write to."
+    configured = os.environ.get("MINARI_DATASETS_PATH")
+    if configured and Path(configured).exists() and not Path(configured).is_dir():
+        raise NotADirectoryError(f"MINARI_DATASETS_PATH={configured} is a file, not a folder. "
+                                 f"{fix}")
+    try:
+        return Path(get_dataset_path())
+    except OSError as err:
+        raise PermissionError(f"Minari's datasets folder cannot be created ({err}). {fix}") \
+            from err
 
 
 def dataset_dir(minari_id: str) -> Path:
@@ -61,6 +101,35 @@ def dataset_dir(minari_id: str) -> Path:
 
 def is_built(minari_id: str) -> bool:
     return (dataset_dir(minari_id) / "data" / "metadata.json").exists()
+
+
+def is_damaged(minari_id: str) -> bool:
+    """Whether the dataset's folder exists without its metadata (a deleted or lost file)."""
+    return dataset_dir(minari_id).exists() and not is_built(minari_id)
+
+
+def check_writable(folder: Path, what: str, fix: str) -> None:
+    """Fail early, before any work, when ``folder`` cannot be created or written.
+
+    Raises:
+        NotADirectoryError: ``folder`` (or a parent) is a file.
+        PermissionError: ``folder`` cannot be created or written; the message says ``fix``.
+    """
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{what} {folder} cannot be created: {parent} is a "
+                                         f"file, not a folder. {fix}")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"{what} {folder} is not writable ({err.strerror or err}). "
+                              f"{fix}") from err
 
 
 # -- spaces ---------------------------------------------------------------------------------
@@ -148,13 +217,181 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _write_cache(cache_dir: Path, data: EpisodeArrays, source_sha256: str) -> None:
+def _write_cache(cache_dir: Path, data: EpisodeArrays, source_sha256: str) -> dict[str, str]:
+    """Write the flat cache and its manifest; return each cache file's SHA-256 by file name."""
     cache_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
     for name, array in data.arrays().items():
-        np.save(cache_dir / f"{name}.npy", array, allow_pickle=False)
+        path = cache_dir / f"{name}.npy"
+        np.save(path, array, allow_pickle=False)
+        files[path.name] = sha256_file(path)
     manifest = {"format": CACHE_FORMAT, "source_sha256": source_sha256,
-                "keys": sorted(data.arrays())}
+                "keys": sorted(data.arrays()), "files": files}
     (cache_dir / "manifest.json").write_text(json.dumps(manifest))
+    return files
+
+
+#: How :func:`episode_digests` hashes an episode (recorded beside the digests).
+DIGEST_SCHEME = ("sha256[:16] over name, dtype, shape and bytes of each array of the episode "
+                 "(obs, states, avail_actions, actions, rewards, agent_rewards, terminals, "
+                 "timeouts, won) and its seed")
+
+
+def episode_digests(data: EpisodeArrays) -> list[str]:
+    """A 64-bit hex digest of each episode's arrays: where two builds part, episode by episode.
+
+    Independent of the file layout, so a digest computed from a build's HDF5 file equals the one
+    computed from the arrays it was written from.
+    """
+    steps = {"actions": data.actions, "rewards": data.rewards,
+             "agent_rewards": data.agent_rewards, "terminals": data.terminals,
+             "timeouts": data.timeouts, "won": data.won}
+    rows = {"obs": data.obs, "states": data.states, "avail_actions": data.avail_actions}
+    digests = []
+    for k in range(data.n_episodes):
+        s, t = int(data.episode_starts[k]), int(data.episode_starts[k + 1])
+        h = hashlib.sha256()
+        for name, array in rows.items():
+            _hash_array(h, name, None if array is None else array[s + k: t + k + 1])
+        for name, array in steps.items():
+            _hash_array(h, name, None if array is None else array[s:t])
+        h.update(int(data.seeds[k]).to_bytes(8, "little", signed=True))
+        digests.append(h.hexdigest()[:16])
+    return digests
+
+
+def _hash_array(h, name: str, array: np.ndarray | None) -> None:
+    if array is None:
+        h.update(f"{name}:none;".encode())
+        return
+    array = np.ascontiguousarray(array)
+    h.update(f"{name}:{array.dtype.newbyteorder('<').str}:{array.shape};".encode())
+    h.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def read_episode_digests(minari_id: str, info: TaskInfo | None = None) -> list[str]:
+    """The per-episode digests of a built dataset: recorded at build time, or computed from its
+    (verified) data file for datasets built before they were recorded (needs ``info``)."""
+    path = dataset_dir(minari_id) / DIGESTS_FILE
+    try:
+        recorded = json.loads(path.read_text())
+        if recorded.get("scheme") == DIGEST_SCHEME:
+            return list(recorded["digests"])
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    if info is None:
+        raise FileNotFoundError(f"{path} is missing or unreadable; pass the task's info to "
+                                "compute the digests from the data file.")
+    return episode_digests(read_dataset(minari_id, info))
+
+
+# -- build locks and temporary folders ------------------------------------------------------
+_OWNER_FILE = ".owner.json"
+
+
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def _new_temp_dir(final: Path) -> Path:
+    """A fresh hidden build folder beside ``final``, recording which process owns it."""
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    (tmp / _OWNER_FILE).write_text(json.dumps(
+        {"pid": os.getpid(), "host": _this_host(), "started": time.time()}))
+    return tmp
+
+
+def _owner_gone(tmp: Path) -> bool:
+    """Whether the process that made a temporary build folder has ended."""
+    try:
+        owner = json.loads((tmp / _OWNER_FILE).read_text())
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        # Written right after the folder is made: a folder without it is a legacy or broken
+        # one, unless it is young enough to be a build that has just started.
+        try:
+            return time.time() - tmp.stat().st_mtime > _OWNERLESS_STALE_S
+        except OSError:
+            return False
+    if host != _this_host():
+        return False  # another machine's process (shared storage): cannot tell, keep it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def leftover_temp_dirs(parent: Path | None = None, name: str | None = None) -> list[Path]:
+    """Temporary build folders whose owner process is gone (a killed collect's leftovers).
+
+    Args:
+        parent: a task's folder (``<root>/marl-bench/<task_id>``); default: every task's.
+        name: only the leftovers of this dataset folder name (``random-v0``).
+    """
+    parents = [parent] if parent is not None else \
+        [p for p in (minari_root() / "marl-bench").glob("*") if p.is_dir()]
+    pattern = f".tmp-{name}-*" if name else ".tmp-*"
+    return sorted(tmp for p in parents for tmp in p.glob(pattern)
+                  if tmp.is_dir() and _owner_gone(tmp))
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` (0 when it is gone)."""
+    total = 0
+    for dirpath, _, names in os.walk(path):
+        for n in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_size
+            except OSError:
+                pass
+    return total
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, waiting: str | None = None, required: bool = True):
+    """Hold an exclusive ``flock`` on ``path`` (created if needed); released when the process
+    ends, however it ends. Yields whether it had to wait for another holder. With
+    ``required=False`` a lock file that cannot be created (read-only folder) is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError:
+        if required:
+            raise
+        yield False  # a read-only folder: nobody can be writing there either
+        return
+    with handle:
+        waited = False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            waited = True
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield waited
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_lock(minari_id: str, waiting: str | None = None):
+    """Context manager held while a dataset is built: a second build of the same dataset waits
+    for the first (printing ``waiting``) instead of racing it. Yields whether it waited."""
+    final = dataset_dir(minari_id)
+    return _file_lock(final.parent / f".{final.name}.lock", waiting)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def write_dataset(minari_id: str, info: TaskInfo, data: EpisodeArrays,
@@ -180,9 +417,9 @@ def write_dataset(minari_id: str, info: TaskInfo, data: EpisodeArrays,
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} already exists; pass overwrite=True (CLI: --force).")
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".tmp-{final.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a collect that was killed
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    for stale in leftover_temp_dirs(final.parent, final.name):
+        shutil.rmtree(stale, ignore_errors=True)  # its owner was killed
+    tmp = _new_temp_dir(final)
     try:
         (tmp / "data").mkdir(parents=True)
         obs_space, act_space = dataset_spaces(info)
@@ -203,8 +440,14 @@ def write_dataset(minari_id: str, info: TaskInfo, data: EpisodeArrays,
                                        "num_episodes_average_score") if k in metadata},
         })
         storage.update_metadata({"dataset_size": storage.get_size()})
-        _write_cache(tmp / "cache", data, digest)
-        (tmp / ".verified.json").write_text(json.dumps(_stat_key(main_file) | {"sha256": digest}))
+        cache_digests = _write_cache(tmp / "cache", data, digest)
+        _atomic_write_text(tmp / DIGESTS_FILE, json.dumps(
+            {"scheme": DIGEST_SCHEME, "digests": episode_digests(data)}))
+        checked = {f"data/{DATA_FILE}": digest,
+                   **{f"cache/{name}": sha for name, sha in cache_digests.items()}}
+        _write_stamp(tmp, {rel: _checked(_stat_key(tmp / rel), sha, time.time_ns())
+                           for rel, sha in checked.items()})
+        (tmp / _OWNER_FILE).unlink()
         namespace = minari_id.rsplit("/", 1)[0]
         for depth in range(1, namespace.count("/") + 2):
             parent = "/".join(namespace.split("/")[:depth])
@@ -228,19 +471,70 @@ def _stat_key(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _checked(key: dict[str, int], sha256: str, since_ns: int) -> dict[str, Any]:
+    """A stamp entry: the file's size and mtime as stat'ed at ``since_ns``, before hashing."""
+    return key | {"sha256": sha256, "checked_ns": since_ns}
+
+
 def read_metadata(minari_id: str) -> dict[str, Any]:
+    """A built dataset's ``metadata.json``.
+
+    Raises:
+        FileNotFoundError: the dataset has no metadata file.
+        CorruptDatasetError: the file is not a JSON object (naming it and the fix).
+    """
     path = dataset_dir(minari_id) / "data" / "metadata.json"
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as err:
-        raise CorruptDatasetError(f"Cannot read {path}: {err}. Delete the dataset folder "
-                                  "and collect it again.") from err
+        raise CorruptDatasetError(f"Cannot read {path}: {err}. Delete {path.parents[1]} "
+                                  "and collect the dataset again.") from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("marl_bench", {}), dict):
+        raise CorruptDatasetError(
+            f"{path} does not hold the metadata of a marl-bench dataset (a JSON object with a "
+            f"'marl_bench' object; found {type(meta).__name__}). Delete {path.parents[1]} and "
+            "collect the dataset again.")
+    return meta
+
+
+def _read_stamp(root: Path) -> dict[str, Any]:
+    try:
+        stamp = json.loads((root / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) and isinstance(stamp.get("files"), dict) else {}
+
+
+def _write_stamp(root: Path, files: dict[str, dict[str, Any]]) -> None:
+    try:
+        _atomic_write_text(root / STAMP_FILE, json.dumps({"files": files}))
+    except OSError:
+        pass  # a read-only copy of a dataset: the next load checks again, nothing worse
+
+
+def _vouched(stamp: dict[str, Any], rel: str, path: Path, expected: str) -> dict | None:
+    """The stamp's entry for ``rel`` when it still vouches that ``path`` has digest
+    ``expected``: same size and mtime, and checked well after that mtime (a write in the same
+    clock tick as the check would not have moved the mtime); else None."""
+    entry = stamp.get("files", {}).get(rel)
+    try:
+        key = _stat_key(path)
+    except OSError:
+        return None
+    if (not isinstance(entry, dict) or entry.get("sha256") != expected
+            or {k: entry.get(k) for k in key} != key
+            or key["mtime_ns"] + _RACY_NS > int(entry.get("checked_ns", 0))):
+        return None
+    return entry
 
 
 def verify(minari_id: str) -> str:
     """Check the data file against its recorded SHA-256 (once per size and mtime).
+
+    Returns:
+        The data file's SHA-256.
 
     Raises:
         CorruptDatasetError: naming the file, when the digest differs or the file is missing.
@@ -249,18 +543,16 @@ def verify(minari_id: str) -> str:
     main_file = root / "data" / DATA_FILE
     expected = read_metadata(minari_id).get("marl_bench", {}).get("sha256")
     if not main_file.exists():
-        raise CorruptDatasetError(f"{main_file} is missing; collect the dataset again.")
+        raise CorruptDatasetError(f"{main_file} is missing; delete {root} and collect the "
+                                  "dataset again.")
     if expected is None:
         raise CorruptDatasetError(f"{root / 'data' / 'metadata.json'} records no checksum; "
                                   "it was not written by marl-bench. Collect it again.")
-    stamp_file = root / ".verified.json"
-    key = _stat_key(main_file)
-    try:
-        stamp = json.loads(stamp_file.read_text())
-        if {k: stamp.get(k) for k in key} == key and stamp.get("sha256") == expected:
-            return expected
-    except (OSError, ValueError):
-        pass
+    rel = f"data/{DATA_FILE}"
+    stamp = _read_stamp(root)
+    if _vouched(stamp, rel, main_file, expected):
+        return expected
+    since, key = time.time_ns(), _stat_key(main_file)
     actual = sha256_file(main_file)
     if actual != expected:
         raise CorruptDatasetError(
@@ -268,30 +560,64 @@ def verify(minari_id: str) -> str:
             f"metadata records {expected[:16]}.... Delete {root} and run `marl-bench collect` "
             "for this dataset again."
         )
-    tmp = stamp_file.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(json.dumps(key | {"sha256": actual}))
-    os.replace(tmp, stamp_file)
+    files = dict(stamp.get("files", {}))
+    files[rel] = _checked(key, actual, since)
+    _write_stamp(root, files)
     return actual
 
 
-def _read_cache(cache_dir: Path, digest: str) -> EpisodeArrays | None:
+def data_sha256(minari_id: str) -> str:
+    """The SHA-256 of a built dataset's data file, checked against its record (the identity of
+    the bytes a run trained on; compare with the canonical build's in the registry)."""
+    return verify(minari_id)
+
+
+def _read_cache(root: Path, digest: str) -> EpisodeArrays | None:
+    """The cached arrays when every cache file matches the digest the manifest records for it.
+
+    None when the cache is missing, of another format or made from another data file; a cache
+    file that fails its check is reported in a warning (the caller rebuilds the cache).
+    """
+    cache_dir = root / "cache"
     try:
         manifest = json.loads((cache_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
+        files, keys = manifest["files"], manifest["keys"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if manifest.get("format") != CACHE_FORMAT or manifest.get("source_sha256") != digest:
+    if (manifest.get("format") != CACHE_FORMAT or manifest.get("source_sha256") != digest
+            or not isinstance(files, dict) or sorted(files) != sorted(f"{k}.npy" for k in keys)):
         return None
+    stamp = _read_stamp(root)
+    checked = dict(stamp.get("files", {}))
+    for name, expected in files.items():
+        path, rel = cache_dir / name, f"cache/{name}"
+        if _vouched(stamp, rel, path, expected):
+            continue
+        try:
+            since, key = time.time_ns(), _stat_key(path)
+            actual = sha256_file(path)
+        except OSError:
+            return None
+        if actual != expected:
+            warnings.warn(f"{path} fails its checksum (SHA-256 {actual[:16]}..., the cache "
+                          f"manifest records {expected[:16]}...); rebuilding the cache from "
+                          f"the verified {root / 'data' / DATA_FILE}.", RuntimeWarning,
+                          stacklevel=3)
+            return None
+        checked[rel] = _checked(key, actual, since)
+    if checked != stamp.get("files"):
+        _write_stamp(root, checked)
     try:
         # The T+1-layout arrays are only ever read through copies (the transition view,
         # padded batches), so mapping them saves a full pass over the largest arrays.
         loaded = {k: np.load(cache_dir / f"{k}.npy", allow_pickle=False,
                              mmap_mode="r" if k in _MAPPED else None)
-                  for k in manifest["keys"]}
-    except (OSError, ValueError):
+                  for k in keys}
+        loaded.setdefault("avail_actions", None)
+        loaded.setdefault("won", None)
+        return EpisodeArrays(**loaded)
+    except (OSError, ValueError, TypeError):
         return None
-    loaded.setdefault("avail_actions", None)
-    loaded.setdefault("won", None)
-    return EpisodeArrays(**loaded)
 
 
 def read_episodes_from_hdf5(main_file: Path, info: TaskInfo) -> EpisodeArrays:
@@ -346,14 +672,35 @@ def read_episodes_from_hdf5(main_file: Path, info: TaskInfo) -> EpisodeArrays:
 
 
 def read_dataset(minari_id: str, info: TaskInfo) -> EpisodeArrays:
-    """Verified episodes of a built dataset, from the flat cache when it is current."""
+    """Verified episodes of a built dataset, from the flat cache when every cache file passes
+    its check; otherwise rebuilt from the verified data file (and the cache rewritten).
+
+    Raises:
+        CorruptDatasetError: the data file fails its checksum or cannot be read (naming it).
+    """
     digest = verify(minari_id)
     root = dataset_dir(minari_id)
-    data = _read_cache(root / "cache", digest)
-    if data is None:
-        data = read_episodes_from_hdf5(root / "data" / DATA_FILE, info)
-        tmp = root / f".cache-{uuid.uuid4().hex[:8]}"
-        _write_cache(tmp, data, digest)
-        shutil.rmtree(root / "cache", ignore_errors=True)
-        os.replace(tmp, root / "cache")
+    # One process at a time checks or rewrites a cache; the others then find it current.
+    with _file_lock(root / ".cache.lock", required=False):
+        data = _read_cache(root, digest)
+        if data is None:
+            data = read_episodes_from_hdf5(root / "data" / DATA_FILE, info)
+            try:
+                tmp = root / f".cache-{uuid.uuid4().hex[:8]}"
+                files = _write_cache(tmp, data, digest)
+                shutil.rmtree(root / "cache", ignore_errors=True)
+                os.replace(tmp, root / "cache")
+                stamp = _read_stamp(root)
+                checked = {k: v for k, v in stamp.get("files", {}).items()
+                           if not k.startswith("cache/")}
+                now = time.time_ns()
+                checked.update({f"cache/{n}": _checked(_stat_key(root / "cache" / n), sha, now)
+                                for n, sha in files.items()})
+                _write_stamp(root, checked)
+            except OSError as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                # A read-only dataset folder still loads, from the data file each time.
+                warnings.warn(f"Cannot rewrite the cache under {root} ({err}); loading from "
+                              f"{root / 'data' / DATA_FILE} each time until it is writable.",
+                              RuntimeWarning, stacklevel=2)
     return data

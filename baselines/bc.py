@@ -26,13 +26,12 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
+from marl_offline_bench.networks import AgentActors, clip_grad_norm_agentwise_
+from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
 from marl_offline_bench.registry import DATASETS
 
 from .base import QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import DiscreteBehaviour
-from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
-from marl_offline_bench.networks import AgentActors, clip_grad_norm_agentwise_
-
 
 # -- config -------------------------------------------------------------------------------------
 @dataclass

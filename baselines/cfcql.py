@@ -58,17 +58,18 @@ import torch.nn.functional as F
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-from marl_offline_bench.registry import QUALITIES
-
-from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH,
-                   BaseConfig, OfflineAlgorithm, QMIXBackboneConfig)
-from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
-from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
 from marl_offline_bench.networks import (AgentActors, MixerWeights, QMixer, TwinCritic,
                                          build_agent_inputs, masked_fill_unavailable,
                                          masked_mean)
+from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
+from marl_offline_bench.registry import QUALITIES
+
 from .actor_critic_backbone import ActorCriticBackbone, RoundSchedule, target_policy_smoothing
+from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH,
+                   BaseConfig, OfflineAlgorithm, QMIXBackboneConfig)
+from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .qmix_backbone import QMIXBackbone, qmix_td_loss
+from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
     "CFCQLDiscrete", "CFCQLContinuous", "CFCQLDiscreteConfig", "CFCQLContinuousConfig",
@@ -116,14 +117,6 @@ DISCRETE_PER_DATASET: dict[str, dict[str, Any]] = {
     "smac-6h_vs_8z-mixed-v0": {"alpha": 50.0, "tau": 1.0},
 }
 
-#: Continuous backbone per task (OMAR's settings as the CFCQL code runs them).
-_CONTINUOUS_TASKS: dict[str, dict[str, Any]] = {
-    "mpe-cn": dict(hidden_dim=64, batch_size=1024, lr=1e-3, target_rate=0.01, gamma=0.95),
-    "mpe-pp": dict(hidden_dim=64, batch_size=1024, lr=1e-3, target_rate=0.01, gamma=0.95),
-    "mpe-world": dict(hidden_dim=64, batch_size=1024, lr=1e-3, target_rate=0.01, gamma=0.95),
-    "mamujoco-halfcheetah_2x3": dict(hidden_dim=256, batch_size=256, lr=3e-4, target_rate=0.005,
-                                     gamma=0.95),
-}
 #: Continuous alpha per task and quality; "mixed" has no entry in the code (config default).
 _CONTINUOUS_ALPHA: dict[str, dict[str, float]] = {
     "mpe-cn": {"random": 0.5, "medium-replay": 1.0, "medium": 5.0, "expert": 2.5},
@@ -131,12 +124,11 @@ _CONTINUOUS_ALPHA: dict[str, dict[str, float]] = {
     "mpe-world": {"random": 0.5, "medium-replay": 0.5, "medium": 0.32, "expert": 0.3},
     "mamujoco-halfcheetah_2x3": {"random": 0.1, "medium-replay": 0.4, "medium": 1.0, "expert": 1.7},
 }
-#: dataset id -> overrides: the task's backbone settings plus its alpha.
-CONTINUOUS_PER_DATASET: dict[str, dict[str, Any]] = {
-    f"{task}-{quality}-v0": {**settings, **({"alpha": _CONTINUOUS_ALPHA[task][quality]}
-                                            if quality in _CONTINUOUS_ALPHA[task] else {})}
-    for task, settings in _CONTINUOUS_TASKS.items() for quality in QUALITIES
-}
+#: dataset id -> overrides: the task's backbone settings (:data:`BACKBONE_PER_TASK`) plus its
+#: alpha.
+CONTINUOUS_PER_DATASET: dict[str, dict[str, Any]] = continuous_per_dataset(
+    per_quality={task: {quality: {"alpha": alpha} for quality, alpha in table.items()}
+                 for task, table in _CONTINUOUS_ALPHA.items()})
 
 
 # =================================================================================================

@@ -50,14 +50,13 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-
-from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
-                   BaseConfig,
-                   ContinuousBackboneConfig, OfflineAlgorithm)
+from marl_offline_bench.networks import AgentActors, AgentwiseMLP
 from marl_offline_bench.policies import DeterministicActorPolicy
+
 from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
                                     twin_td_loss, twin_td_targets)
-from marl_offline_bench.networks import AgentActors, AgentwiseMLP
+from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
+                   BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm)
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [

@@ -40,15 +40,14 @@ import torch
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-
-from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
-                   BaseConfig,
-                   ContinuousBackboneConfig, OfflineAlgorithm)
+from marl_offline_bench.networks import AgentActors, TwinCritic
 from marl_offline_bench.policies import DeterministicActorPolicy
-from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
+
 from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
                                     twin_td_loss, twin_td_targets)
-from marl_offline_bench.networks import AgentActors, TwinCritic
+from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
+                   BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm)
+from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = ["MACQLContinuous", "MACQLContinuousConfig", "PER_DATASET",

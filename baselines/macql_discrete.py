@@ -46,11 +46,11 @@ import torch
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
+from marl_offline_bench.networks import MixerWeights, QMixer, build_agent_inputs, masked_mean
+from marl_offline_bench.policies import RecurrentGreedyPolicy
 
 from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
 from .qmix_backbone import QMIXBackbone, qmix_td_loss
-from marl_offline_bench.policies import RecurrentGreedyPolicy
-from marl_offline_bench.networks import MixerWeights, QMixer, build_agent_inputs, masked_mean
 
 __all__ = [
     "MACQLConfig", "MACQLDiscrete", "PER_DATASET",

@@ -64,10 +64,10 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
+from marl_offline_bench.networks import masked_argmax, masked_mean
 
 from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
-from marl_offline_bench.networks import masked_argmax, masked_mean
 
 __all__ = [
     "MADTKDConfig", "MADTKDDiscrete", "PER_DATASET",

@@ -49,11 +49,11 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-
-from .base import BaseConfig, OfflineAlgorithm
-from marl_offline_bench.policies import DeterministicActorPolicy
 from marl_offline_bench.networks import (AgentwiseMLP, clip_grad_norm_agentwise_, make_target, masked_mean,
                        soft_update, td_lambda_targets)
+from marl_offline_bench.policies import DeterministicActorPolicy
+
+from .base import BaseConfig, OfflineAlgorithm
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [

@@ -55,12 +55,12 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
+from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
+                       masked_mean, td_lambda_targets)
+from marl_offline_bench.policies import RecurrentGreedyPolicy
 
 from .base import BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
-from marl_offline_bench.policies import RecurrentGreedyPolicy
-from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
-                       masked_mean, td_lambda_targets)
 
 __all__ = [
     "MAICQConfig", "MAICQDiscrete", "PER_DATASET",

@@ -838,8 +838,9 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
         *[line for protocol in sorted(runs.protocol.unique()) for line in (
             f"Finished runs under `{protocol}`, as datasets / runs (in brackets: the family's "
             "registered datasets):", "", markdown_table(coverage_table(runs, protocol)), "")],
-        "Also: `aggregates.csv` (IQM, median, mean over datasets with 95% CIs), "
-        "`marl_eval.json` (marl-eval's raw-data layout), `plots/`.", ""]))
+        "Also: " + ("`aggregates.csv` (IQM, median, mean over datasets with 95% CIs), "
+                    if aggregate_frames else "")
+        + "`marl_eval.json` (marl-eval's raw-data layout), `plots/`.", ""]))
     written += [export, readme]
     return written
 

@@ -469,15 +469,10 @@ class CFCQLDiscrete(OfflineAlgorithm):
         if cfg.cache_behaviour and "log_beta" not in self.sampler.extras:
             self.sampler.attach("log_beta", self.behaviour_log_probs())
         batch = next(self.sampler)
-        obs, state = batch.observations, batch.states                  # (B,T+1,n,o), (B,T+1,S)
-        actions = batch.actions.long()                           # (B, T, n)
-        mask = batch.mask                                        # (B, T)
-        avail = batch.avail_actions                                 # (B, T+1, n, A)
-
-        inputs = build_agent_inputs(obs, actions, self.info.n_actions)
-        agent_qs = self.qmix.agent.unroll(inputs)                   # (B, T+1, n, A)
-        targets = self.qmix.td_targets(inputs, agent_qs, avail, state, batch.rewards,
-                                       batch.terminals, mask)       # (B, T), double-Q TD(lambda)
+        state, actions = batch.states, batch.actions.long()        # (B, T+1, S), (B, T, n)
+        mask, avail = batch.mask, batch.avail_actions               # (B, T), (B, T+1, n, A)
+        # Q of the agent network over the episodes, double-Q TD(lambda) targets
+        inputs, agent_qs, targets = self.qmix.unroll_with_targets(batch, self.info.n_actions)
 
         qs, step_avail = agent_qs[:, :-1], avail[:, :-1]            # the T acting steps
         chosen_qs = qs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (B, T, n)

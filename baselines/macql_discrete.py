@@ -46,7 +46,7 @@ import torch
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-from marl_offline_bench.networks import MixerWeights, QMixer, build_agent_inputs, masked_mean
+from marl_offline_bench.networks import MixerWeights, QMixer, masked_mean
 from marl_offline_bench.policies import RecurrentGreedyPolicy
 
 from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm, QMIXBackboneConfig
@@ -175,15 +175,10 @@ class MACQLDiscrete(OfflineAlgorithm):
     def update(self) -> dict[str, float]:
         cfg = self.config
         batch = next(self.sampler)
-        obs, state = batch.observations, batch.states                  # (B,T+1,n,o), (B,T+1,S)
-        actions = batch.actions.long()                           # (B, T, n)
-        mask = batch.mask                                        # (B, T)
-        avail = batch.avail_actions                                 # (B, T+1, n, A)
-
-        inputs = build_agent_inputs(obs, actions, self.info.n_actions)
-        agent_qs = self.qmix.agent.unroll(inputs)                   # (B, T+1, n, A)
-        targets = self.qmix.td_targets(inputs, agent_qs, avail, state, batch.rewards,
-                                       batch.terminals, mask)       # (B, T), double-Q TD(lambda)
+        state, actions = batch.states, batch.actions.long()        # (B, T+1, S), (B, T, n)
+        mask, avail = batch.mask, batch.avail_actions               # (B, T), (B, T+1, n, A)
+        # Q of the agent network over the episodes, double-Q TD(lambda) targets
+        inputs, agent_qs, targets = self.qmix.unroll_with_targets(batch, self.info.n_actions)
 
         qs, step_avail = agent_qs[:, :-1], avail[:, :-1]            # the T acting steps
         weights = self.qmix.mixer.hyper(state[:, :-1])              # once per state

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from marl_offline_bench.dataset import EpisodeBatch
 from marl_offline_bench.envs import TaskInfo
-from marl_offline_bench.networks import (QMixer, RNNAgent, agent_input_dim, hard_update,
-                                         make_target, masked_argmax, masked_mean,
+from marl_offline_bench.networks import (QMixer, RNNAgent, agent_input_dim, build_agent_inputs,
+                                         hard_update, make_target, masked_argmax, masked_mean,
                                          td_lambda_targets)
 
 from .base import QMIXBackboneConfig
@@ -121,6 +122,21 @@ class QMIXBackbone:
                                         state)                                    # (B, T+1)
         return td_lambda_targets(rewards, terminals, mask, next_values, self.gamma,
                                  self.td_lambda)
+
+    def unroll_with_targets(self, batch: EpisodeBatch, n_actions: int
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The agent network on an episode batch of the dataset's sampler, and its targets.
+
+        Returns:
+            inputs (B, T+1, n, in), the online Q (B, T+1, n, A) and the double-Q TD(lambda)
+            targets (B, T).
+        """
+        actions = batch.actions.long()                                            # (B, T, n)
+        inputs = build_agent_inputs(batch.observations, actions, n_actions)
+        agent_qs = self.agent.unroll(inputs)                                      # (B,T+1,n,A)
+        targets = self.td_targets(inputs, agent_qs, batch.avail_actions, batch.states,
+                                  batch.rewards, batch.terminals, batch.mask)      # (B, T)
+        return inputs, agent_qs, targets
 
     def step(self, loss: torch.Tensor) -> torch.Tensor:
         """One Adam step on ``loss`` after clipping the gradient norm; returns the norm."""

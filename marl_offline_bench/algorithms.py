@@ -201,7 +201,7 @@ class AlgorithmSpec:
         cls = self.algorithm_class(info.discrete)
         config = cls.config_for(dataset_id, protocol, **self.fixed_settings(info.discrete))
         scaled = {k: f * getattr(config, k) for k, f in self.scale.items()}
-        return dataclasses.replace(config, **scaled, **overrides)
+        return dataclasses.replace(config, **{**scaled, **overrides})
 
 
 # -- the registry --------------------------------------------------------------------------------

@@ -250,7 +250,8 @@ def _dry_run(args: argparse.Namespace, algos: list[str], seeds: list[int], say) 
         pairs[algo] = usable
     plan = [run for algo in algos
             for run in plan_costs([algo], pairs[algo], seeds, args.protocol,
-                                  [Path(args.out), PUBLISHED_RECORDS])]
+                                  [Path(args.out), PUBLISHED_RECORDS],
+                                  measure=not args.from_records)]
     for line in format_plan(plan, args.protocol):
         say(line)
     return 0
@@ -322,6 +323,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="algorithm config override (repeatable): KEY=VALUE for every "
                         "algorithm, ALGO.KEY=VALUE for one (e.g. cfcql.alpha=10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar per run")
+    p.add_argument("--from-records", action="store_true",
+                   help="with --dry-run: price runs from the wall times of finished records "
+                        "instead of timing a few updates of each learner here")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs it would start with their budgets (updates, batch) and "
                         "estimated CPU-hours, with totals per algorithm and family; run nothing")

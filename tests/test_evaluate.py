@@ -362,3 +362,17 @@ def test_local_workers_die_with_their_parent(tmp_path):
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
     raise AssertionError("the worker outlived its parent")
+
+
+def test_dry_run_prices_runs_without_running_them(built, capsys):
+    out = built / "lb"
+    assert main(["evaluate", "--algo", "bc,cfcql_alpha_half", "--datasets", N2, "--seeds", "2",
+                 "--protocol", "full", "--dry-run", "--out", str(out),
+                 "--set", "cfcql_alpha_half.alpha=1.0"]) == 0
+    text = capsys.readouterr().out
+    assert "bc equal_line-n2-random-v0 seed 1: 1,571 updates at batch 128" in text
+    assert "timed here" in text and "total: " in text and "CPU-hours" in text
+    assert not (out / "runs").exists()  # nothing ran, nothing was built
+    assert main(["evaluate", "--algo", "bc", "--datasets", N2, "--seeds", "1", "--protocol",
+                 "smoke", "--dry-run", "--from-records", "--out", str(out)]) == 0
+    assert "bc equal_line-n2-random-v0 seed 0: 50 updates" in capsys.readouterr().out

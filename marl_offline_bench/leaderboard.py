@@ -64,6 +64,8 @@ RISING_Z = 2.0
 MIN_TREND_POINTS = 4
 #: What follows a cell whose seeds were mostly still rising.
 RISING_MARK = "↑"
+#: What follows a cell with a seed trained on other bytes than the dataset's canonical build.
+OTHER_BYTES_MARK = "‡"
 
 
 # -- reading records -----------------------------------------------------------------------------
@@ -76,6 +78,15 @@ def load_records(out: Path) -> list[RunRecord]:
         except (ValueError, UnicodeDecodeError) as err:
             logger.warning("skipping unreadable record %s: %s", path, err)
     return sorted(records, key=lambda r: (r.algo, r.dataset_id, r.seed))
+
+
+def _trained_on_canonical(record: RunRecord) -> bool | None:
+    """Whether a run trained on its dataset's canonical bytes (the recorded SHA-256 of the
+    canonical build); None where either checksum is not recorded."""
+    canonical = (recorded_statistics(record.dataset_id) or {}).get("sha256")
+    if record.dataset_sha256 is None or canonical is None:
+        return None
+    return record.dataset_sha256 == canonical
 
 
 def _normalizer(task_id: str) -> Callable[[float], float] | None:
@@ -104,6 +115,7 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
             "wall_time_s": r.wall_time_s, "commit": r.commit,
             "curve_points": len(r.curve or []),
             "end_verdict": end_verdict(r.curve or []) if r.status == "done" else None,
+            "canonical_data": _trained_on_canonical(r),
         })
     frame = pd.DataFrame(rows)
     if len(frame):
@@ -246,7 +258,9 @@ def cell_summary(group: pd.DataFrame, column: str = "score", scale: float = 1.0)
             "std": float(values.std()) if len(values) else None,
             "seeds": int(len(values)), "failed": int((group.status == "failed").sum()),
             "rising_seeds": sum(v is True for v in verdicts),
-            "still_rising": cell_still_rising(verdicts)}
+            "still_rising": cell_still_rising(verdicts),
+            "other_bytes": bool("canonical_data" in group.columns
+                                and (group.canonical_data == False).any())}  # noqa: E712
 
 
 def _format_cell(summary: dict[str, Any], show_seeds: bool, mark_rising: bool = False) -> str:
@@ -257,6 +271,8 @@ def _format_cell(summary: dict[str, Any], show_seeds: bool, mark_rising: bool = 
         text = f"{summary['mean']:.2f} ± {summary['std']:.2f}"
         if mark_rising and summary.get("still_rising"):
             text += f" {RISING_MARK}"
+        if summary.get("other_bytes"):
+            text += f" {OTHER_BYTES_MARK}"
         if show_seeds:
             text += f" (n={summary['seeds']})"
     if summary["failed"] and summary["mean"] is not None:
@@ -830,6 +846,10 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
         "Regenerated from the run records in `runs/` by `marl-bench leaderboard` (and at the end "
         "of `marl-bench evaluate`). Each table states its protocol, budget and seeds.", "",
         *index_lines, "",
+        f"A cell marked {OTHER_BYTES_MARK} has a seed that trained on another build of its "
+        "dataset than the canonical one (its data file's SHA-256 differs: `marl-bench verify "
+        "ID` says where and how the statistics differ); unmarked cells trained on the "
+        "canonical bytes or predate the checksum in the records. ", "",
         f"A cell marked {RISING_MARK} was still rising when training stopped (most of its "
         f"seeds' last evaluations beat the ones before by more than {RISING_Z:g} standard "
         "errors); each table gives the rule and its count. Tables under `full` train for the "

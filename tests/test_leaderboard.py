@@ -145,3 +145,26 @@ def test_tables_mark_rising_cells_and_state_the_protocol(tmp_path, monkeypatch):
     assert "protocol `full`: 1 datasets, bc; still rising (↑): 0 of 1 cells" in index
     assert BUDGET_BOUND in index
     assert json.loads((out / "marl_eval.json").read_text())  # the export still works
+
+
+def test_cells_trained_on_other_bytes_than_the_canonical_build_are_marked():
+    from marl_offline_bench.leaderboard import OTHER_BYTES_MARK, family_table, runs_frame
+    from marl_offline_bench.records import RunRecord
+    from marl_offline_bench.registry import recorded_statistics
+
+    canonical = recorded_statistics("mpe-cn-random-v0")["sha256"]
+    point = {"step": 10, "mean_return": -20.0, "returns": [-20.0, -20.0], "episodes": 2}
+
+    def record(algo, sha):
+        return RunRecord(algo=algo, dataset_id="mpe-cn-random-v0", task_id="mpe-cn",
+                         family="mpe", seed=0, protocol="smoke", budget={
+                             "updates": 10, "eval_every": 10, "eval_episodes": 2,
+                             "final_episodes": 2}, status="done", curve=[point], final=point,
+                         dataset_sha256=sha)
+
+    display, long = family_table(runs_frame([record("bc", canonical), record("cfcql", "0" * 64),
+                                             record("omar", None)]))
+    cells = dict(zip(long.algo, long.other_bytes))
+    assert cells == {"bc": False, "cfcql": True, "omar": False}
+    row = display.iloc[0].to_dict()
+    assert OTHER_BYTES_MARK in row["CFCQL"] and OTHER_BYTES_MARK not in row["BC"]

@@ -75,7 +75,7 @@ from baselines.cfcql import (CFCQLContinuous, CFCQLDiscrete, counterfactual_acto
 from baselines.qmix_backbone import qmix_td_loss
 from marl_offline_bench.networks import QMixer, build_agent_inputs, soft_update
 import marl_offline_bench as mob
-from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
+from marl_offline_bench.dataset import MARLDataset, synthetic_dataset
 from marl_offline_bench.envs import TaskInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,32 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import scratch_minari_root  # noqa: E402
 
 
-# -- synthetic datasets ---------------------------------------------------------------------------
-def synthetic_dataset(info: TaskInfo, episodes: int, length: int, seed: int = 0) -> MARLDataset:
-    """Full-length episodes of random values with the task's shapes."""
-    rng = np.random.default_rng(seed)
-    n, steps = info.n_agents, episodes * length
-    obs_rows = steps + episodes
-    if info.discrete:
-        avail = rng.random((obs_rows, n, info.n_actions)) > 0.3
-        avail[..., 0] = True
-        actions = np.zeros((steps, n), np.int64)                    # action 0 is always available
-    else:
-        avail = None
-        actions = rng.uniform(-1, 1, (steps, n, info.action_dim)).astype(np.float32)
-    arrays = EpisodeArrays(
-        obs=rng.normal(size=(obs_rows, n, info.obs_dim)).astype(np.float32),
-        states=rng.normal(size=(obs_rows, info.state_dim)).astype(np.float32),
-        avail_actions=avail, actions=actions,
-        rewards=rng.normal(size=steps).astype(np.float32),
-        agent_rewards=np.zeros((steps, n), np.float32), terminals=np.zeros(steps, bool),
-        timeouts=np.tile(np.arange(length) == length - 1, episodes), won=None,
-        episode_starts=np.arange(0, steps + 1, length).astype(np.int64),
-        seeds=np.zeros(episodes, np.int64))
-    return MARLDataset(arrays, f"{info.task_id}-synthetic-v0", info.task_id, {}, info.obs_mask,
-                       info.action_mask)
-
-
+# -- synthetic tasks -------------------------------------------------------------------------------
 def task(task_id: str, n: int, obs_dim: int, state_dim: int, n_actions: int = 0,
          action_dim: int = 0, limit: int = 60) -> TaskInfo:
     return TaskInfo(task_id=task_id, agent_ids=tuple(f"agent_{i}" for i in range(n)),

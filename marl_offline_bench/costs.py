@@ -1,9 +1,9 @@
 """What a sweep costs before it runs: ``marl-bench evaluate ... --dry-run``.
 
 Each planned run is priced from measured rates. First choice, a measurement made here and now:
-the learner is built with the run's resolved config on synthetic data of the task's shapes, and
-a few whole rounds of updates are timed (one-off fits of a behaviour model are left out, and so
-is evaluation). Otherwise, the wall time per update of finished run records (their own
+the learner is built with the run's resolved config on synthetic data of the task's shapes, a
+few whole rounds of updates are timed, and so are its policy's learning-curve and final
+evaluations on the task's engine (one-off fits of a behaviour model are left out). Otherwise, the wall time per update of finished run records (their own
 evaluations included): records of the same algorithm, task and protocol; else of the same
 algorithm and task under another protocol, scaled linearly by batch size; else the same
 algorithm's records on the family. A run with neither is listed as unpriced.
@@ -11,15 +11,16 @@ algorithm's records on the family. A run with neither is listed as unpriced.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .protocols import protocol_budget, reference_task
+from .protocols import Budget, protocol_budget, reference_task
 from .registry import get_dataset, recorded_statistics
 
-__all__ = ["PlannedRun", "plan_costs", "format_plan", "measure_update_seconds"]
+__all__ = ["PlannedRun", "MeasuredRun", "plan_costs", "format_plan", "measure_run"]
 
 #: Config fields of one-off fits before the first update, set to 0 when timing updates.
 _ONE_OFF_FITS = ("bc_steps", "vae_steps", "teacher_steps")
@@ -38,6 +39,7 @@ class PlannedRun:
     batch_size: int | None
     cpu_hours: float | None
     basis: str
+    eval_hours: float | None = None  # of cpu_hours, evaluating (where measured)
 
 
 def _batch(config: dict[str, Any]) -> int | None:
@@ -103,41 +105,40 @@ def _price(algo: str, dataset_id: str, protocol: str,
     return None, target, "no record of this algorithm to measure from"
 
 
-def _synthetic(info, length: int, episodes: int):
-    """Episodes of random values with the task's shapes (an update's cost depends on them only)."""
-    import numpy as np
+@dataclass(frozen=True)
+class MeasuredRun:
+    """What one run of an (algorithm, task) costs here, measured on synthetic data.
 
-    from .dataset import EpisodeArrays, MARLDataset
+    Attributes:
+        update_s: seconds per update (whole rounds, after a warm-up round).
+        batch: the batch the learner draws.
+        curve_eval_s: seconds of one learning-curve evaluation (``budget.eval_episodes``).
+        final_eval_s: seconds of the final evaluation (``budget.final_episodes``).
+    """
 
-    rng = np.random.default_rng(0)
-    n, steps = info.n_agents, episodes * length
-    rows = steps + episodes
-    if info.discrete:
-        avail = np.ones((rows, n, info.n_actions), bool)
-        actions = rng.integers(0, info.n_actions, (steps, n))
-    else:
-        avail = None
-        actions = rng.uniform(-1, 1, (steps, n, info.action_dim)).astype(np.float32)
-    arrays = EpisodeArrays(
-        obs=rng.normal(size=(rows, n, info.obs_dim)).astype(np.float32),
-        states=rng.normal(size=(rows, info.state_dim)).astype(np.float32),
-        avail_actions=avail, actions=actions, rewards=rng.normal(size=steps).astype(np.float32),
-        agent_rewards=np.zeros((steps, n), np.float32), terminals=np.zeros(steps, bool),
-        timeouts=np.tile(np.arange(length) == length - 1, episodes), won=None,
-        episode_starts=np.arange(0, steps + 1, length).astype(np.int64),
-        seeds=np.zeros(episodes, np.int64))
-    return MARLDataset(arrays, f"{info.task_id}-synthetic", info.task_id, {}, info.obs_mask,
-                       info.action_mask)
+    update_s: float
+    batch: int | None
+    curve_eval_s: float
+    final_eval_s: float
+
+    def run_seconds(self, budget: Budget) -> tuple[float, float]:
+        """(total seconds, of which evaluation) of a run under ``budget``."""
+        evaluations = math.ceil(budget.updates / budget.eval_every)
+        evaluating = evaluations * self.curve_eval_s + self.final_eval_s
+        return budget.updates * self.update_s + evaluating, evaluating
 
 
-def measure_update_seconds(algo: str, dataset_id: str, protocol: str,
-                           rounds: int = 3) -> tuple[float, int | None]:
-    """Seconds per update of ``algo`` with the run's config, timed here on synthetic data of
-    the dataset's shapes (whole rounds, after one warm-up round); and the batch it used."""
+def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3) -> MeasuredRun:
+    """Time ``algo`` with the run's config here, on synthetic data of the dataset's shapes:
+    whole rounds of updates after one warm-up round, then its (untrained) greedy policy's
+    learning-curve and final evaluations on the task's engine, after one warm-up evaluation
+    (compilation). An untrained policy's episodes may run longer than a trained one's."""
     import time
 
     from .algorithms import get_algorithm
+    from .dataset import synthetic_dataset
     from .envs import task_info
+    from .training import _evaluate
 
     entry = get_dataset(dataset_id)
     info = task_info(entry.task_id)
@@ -149,15 +150,23 @@ def measure_update_seconds(algo: str, dataset_id: str, protocol: str,
     no_fit = {k: 0 for k in _ONE_OFF_FITS if k in cls.config_fields()}
     # the run's config (its dataset's table entry included), on data of its shapes
     config = spec.config(info, dataset_id, protocol, **no_fit)
-    learner = cls(info, _synthetic(info, length, episodes=max(8, 4096 // length)), config)
+    learner = cls(info, synthetic_dataset(info, max(8, 4096 // length), length), config)
     per_round = int(getattr(learner.config, "critic_updates_per_round", 1) or 1)
     for _ in range(per_round):
         learner.update()
     started = time.perf_counter()
     for _ in range(rounds * per_round):
         learner.update()
+    update_s = (time.perf_counter() - started) / (rounds * per_round)
     batch = getattr(getattr(learner, "sampler", None), "batch_size", None)  # what it draws
-    return (time.perf_counter() - started) / (rounds * per_round), batch
+
+    budget = protocol_budget(protocol, dataset_id)
+    timed = []
+    for episodes in (budget.eval_episodes, budget.eval_episodes, budget.final_episodes):
+        started = time.perf_counter()
+        _evaluate(learner.policy(), entry.task_id, episodes, seed=0)
+        timed.append(time.perf_counter() - started)
+    return MeasuredRun(update_s, batch, curve_eval_s=timed[1], final_eval_s=timed[2])
 
 
 def plan_costs(algos: list[str], datasets: list[str], seeds: list[int], protocol: str,
@@ -167,37 +176,40 @@ def plan_costs(algos: list[str], datasets: list[str], seeds: list[int], protocol
     import torch
 
     rates = _rates(record_roots)
-    measured: dict[tuple[str, str], tuple[float, int | None]] = {}
+    measured: dict[tuple[str, str], MeasuredRun] = {}
     plan = []
     for algo in algos:
         for dataset_id in datasets:
             budget = protocol_budget(protocol, dataset_id)
             key = (algo, get_dataset(dataset_id).task_id)
-            rate = None
+            hours = evaluating = None
             if measure:
                 if key not in measured:
                     threads = torch.get_num_threads()
                     torch.set_num_threads(1)  # one run per core, as the sweeps run
                     try:
-                        measured[key] = measure_update_seconds(algo, dataset_id, protocol)
+                        measured[key] = measure_run(algo, dataset_id, protocol)
                     finally:
                         torch.set_num_threads(threads)
-                rate, batch = measured[key]
+                seconds, evaluating = measured[key].run_seconds(budget)
+                hours, evaluating, batch = seconds / 3600, evaluating / 3600, measured[key].batch
                 basis = "timed here on synthetic data of its shapes, one thread"
-            if rate is None:
+            if hours is None:
                 rate, batch, basis = _price(algo, dataset_id, protocol, rates)
-            hours = None if rate is None else rate * budget.updates / 3600
-            plan += [PlannedRun(algo, dataset_id, seed, budget.updates, batch, hours, basis)
-                     for seed in seeds]
+                hours = None if rate is None else rate * budget.updates / 3600
+            plan += [PlannedRun(algo, dataset_id, seed, budget.updates, batch, hours, basis,
+                                evaluating) for seed in seeds]
     return plan
 
 
 def format_plan(plan: list[PlannedRun], protocol: str) -> list[str]:
     """The dry run's lines: one per run, then totals per algorithm and per family."""
     lines = [f"dry run, protocol {protocol}: {len(plan)} run(s) (estimated CPU-hours: one run "
-             "per core, updates only: evaluations and one-off behaviour fits add to it)"]
+             "per core, updates and evaluations; one-off behaviour fits add to it)"]
     for run in plan:
         cost = "unpriced" if run.cpu_hours is None else f"{run.cpu_hours:.2f} CPU-hours"
+        if run.eval_hours is not None and run.cpu_hours:
+            cost += f", {run.eval_hours / run.cpu_hours:.1%} of it evaluating"
         batch = "" if run.batch_size is None else f" at batch {run.batch_size:,}"
         lines.append(f"  {run.algo} {run.dataset_id} seed {run.seed}: {run.updates:,} "
                      f"updates{batch}, {cost} ({run.basis})")
@@ -215,5 +227,8 @@ def format_plan(plan: list[PlannedRun], protocol: str) -> list[str]:
             extra = f" (+{unpriced} unpriced)" if unpriced else ""
             lines.append(f"total for {title} {name}: {hours:.1f} CPU-hours{extra}")
     hours = sum(r.cpu_hours or 0.0 for r in plan)
-    lines.append(f"total: {hours:.1f} CPU-hours over {len(plan)} run(s)")
+    timed = [r for r in plan if r.eval_hours is not None]
+    share = (f", {sum(r.eval_hours for r in timed) / sum(r.cpu_hours for r in timed):.1%} of the "
+             "timed runs' hours evaluating") if timed and sum(r.cpu_hours for r in timed) else ""
+    lines.append(f"total: {hours:.1f} CPU-hours over {len(plan)} run(s){share}")
     return lines

@@ -475,3 +475,32 @@ class BatchSampler:
             terminals=gather(e.terminals.astype(np.float32), step_rows[:, :-1], real[:, :-1]),
             mask=self._tensor(real[:, :-1].copy()),
             extras=self._extras(np.where(real[:, :-1], step_rows[:, :-1], 0)))
+
+
+def synthetic_dataset(info, episodes: int, length: int, seed: int = 0) -> MARLDataset:
+    """Full-length episodes of random values with a task's shapes (``info``: its TaskInfo).
+
+    For timing: an update's cost depends on the shapes only. Discrete tasks get random
+    availability (about 70% of actions), action 0 always available and always taken.
+    """
+    rng = np.random.default_rng(seed)
+    n, steps = info.n_agents, episodes * length
+    obs_rows = steps + episodes
+    if info.discrete:
+        avail = rng.random((obs_rows, n, info.n_actions)) > 0.3
+        avail[..., 0] = True
+        actions = np.zeros((steps, n), np.int64)
+    else:
+        avail = None
+        actions = rng.uniform(-1, 1, (steps, n, info.action_dim)).astype(np.float32)
+    arrays = EpisodeArrays(
+        obs=rng.normal(size=(obs_rows, n, info.obs_dim)).astype(np.float32),
+        states=rng.normal(size=(obs_rows, info.state_dim)).astype(np.float32),
+        avail_actions=avail, actions=actions,
+        rewards=rng.normal(size=steps).astype(np.float32),
+        agent_rewards=np.zeros((steps, n), np.float32), terminals=np.zeros(steps, bool),
+        timeouts=np.tile(np.arange(length) == length - 1, episodes), won=None,
+        episode_starts=np.arange(0, steps + 1, length).astype(np.int64),
+        seeds=np.zeros(episodes, np.int64))
+    return MARLDataset(arrays, f"{info.task_id}-synthetic-v0", info.task_id, {}, info.obs_mask,
+                       info.action_mask)

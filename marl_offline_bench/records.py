@@ -36,6 +36,7 @@ class RunRecord:
         final: the final evaluation (its score is the run's score), None when failed.
         failure: the update and reason of a failed run.
         wall_time_s: training and evaluation time, summed over resumed segments.
+        eval_time_s: the part of ``wall_time_s`` spent evaluating (None: not recorded).
         finished: when it ended (local time, ISO 8601).
     """
 
@@ -59,6 +60,7 @@ class RunRecord:
     final: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     wall_time_s: float | None = None
+    eval_time_s: float | None = None
     finished: str | None = None
 
     @property
@@ -71,7 +73,7 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON: its fields, leaving out the optional ones it does not have."""
-        optional = {"budget_source", "dataset_sha256", "failure"}
+        optional = {"budget_source", "dataset_sha256", "failure", "eval_time_s"}
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if not (k in optional and v is None)}
 

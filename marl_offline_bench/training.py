@@ -98,6 +98,7 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
 
     step, elapsed = _resume(job, algo, checkpoints, config, record)
     started, window = time.time(), []
+    evaluate = _EvaluationClock(entry.task_id, spent=record.eval_time_s or 0.0)
     bar = _progress(job, step)
     try:
         while step < budget.updates:
@@ -107,8 +108,8 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
             window.append(metrics)
             bar.update(1)
             if step % budget.eval_every == 0 or step == budget.updates:
-                point = {"step": step, **_evaluate(algo.policy(), entry.task_id,
-                                                   budget.eval_episodes, EVAL_SEED + job.seed),
+                point = {"step": step, **evaluate(algo.policy(), budget.eval_episodes,
+                                                  EVAL_SEED + job.seed),
                          "train": _mean_metrics(window)}
                 record.curve.append(point)
                 window = []
@@ -118,16 +119,18 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
                         "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
                         "curve": record.curve, "protocol": job.protocol,
                         "budget": asdict(budget), "config": config,
-                        "elapsed": elapsed + time.time() - started})
+                        "elapsed": elapsed + time.time() - started,
+                        "eval_elapsed": evaluate.spent})
     except NonFiniteLoss as err:
         record.status, record.failure = "failed", {"step": step, "reason": str(err)}
     else:
         record.status = "done"
-        record.final = {"step": step, **_evaluate(algo.policy(), entry.task_id,
-                                                  budget.final_episodes, FINAL_SEED + job.seed)}
+        record.final = {"step": step, **evaluate(algo.policy(), budget.final_episodes,
+                                                 FINAL_SEED + job.seed)}
     finally:
         bar.close()
     record.wall_time_s = round(elapsed + time.time() - started, 3)
+    record.eval_time_s = round(evaluate.spent, 3)
     record.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
     return record
 
@@ -151,11 +154,27 @@ def _resume(job: RunJob, algo, checkpoints: Any, config: dict[str, Any],
     algo.load_state_dict(state["algorithm"])
     _set_rng_state(state["rng"])
     record.curve, record.resumed_from = list(state["curve"]), int(state["step"])
+    record.eval_time_s = state.get("eval_elapsed")
     _say(job, f"{job.key}: resuming from update {state['step']:,} of {job.budget.updates:,}")
     return int(state["step"]), float(state["elapsed"])
 
 
 # -- pieces of the loop --------------------------------------------------------------------------
+class _EvaluationClock:
+    """Evaluates policies on a task and sums the seconds it spent doing so (the record's
+    ``eval_time_s``: what evaluation costs against the updates)."""
+
+    def __init__(self, task_id: str, spent: float = 0.0):
+        self.task_id, self.spent = task_id, spent
+
+    def __call__(self, policy, episodes: int, seed: int) -> dict[str, Any]:
+        started = time.time()
+        try:
+            return _evaluate(policy, self.task_id, episodes, seed)
+        finally:
+            self.spent += time.time() - started
+
+
 def _evaluate(policy, task_id: str, episodes: int, seed: int) -> dict[str, Any]:
     import torch
 

@@ -47,7 +47,7 @@ def records(out):
 
 def comparable(record):
     """A record without what legitimately differs between two executions of the same run."""
-    drop = {"wall_time_s", "finished", "versions", "resumed_from"}
+    drop = {"wall_time_s", "eval_time_s", "finished", "versions", "resumed_from"}
     return {k: v for k, v in record.items() if k not in drop}
 
 
@@ -66,6 +66,7 @@ def test_smoke_end_to_end_then_rerun_skips(built, capsys):
         assert rec["final"]["episodes"] == budget.final_episodes == 10 * budget.eval_episodes
         assert rec["config"]["episode_batch_size"] == 8 and rec["final"]["normalized_score"] is None
         assert "bc_loss" in rec["curve"][0]["train"]
+        assert 0 < rec["eval_time_s"] < rec["wall_time_s"]
     assert not (out / "checkpoints").exists()
     table = (out / "equal_line.md").read_text()
     assert "Protocol `smoke`" in table and "50 updates" in table and "Seeds per cell: 2" in table
@@ -372,6 +373,7 @@ def test_dry_run_prices_runs_without_running_them(built, capsys):
     text = capsys.readouterr().out
     assert "bc equal_line-n2-random-v0 seed 1: 1,571 updates at batch 128" in text
     assert "timed here" in text and "total: " in text and "CPU-hours" in text
+    assert "% of it evaluating" in text and "of the timed runs' hours evaluating" in text
     assert not (out / "runs").exists()  # nothing ran, nothing was built
     assert main(["evaluate", "--algo", "bc", "--datasets", N2, "--seeds", "1", "--protocol",
                  "smoke", "--dry-run", "--from-records", "--out", str(out)]) == 0

@@ -40,7 +40,7 @@ Deviations from the reference code (each one chosen, not forced, unless said):
   HalfCheetah). Target smoothing is TD3's clip(N(0, 0.2), -0.5, 0.5) (the code: N(0, 0.05)).
   MPE's lr is 1e-3 (the code overrode it to 0.01 on simple_spread). The actor loss sums the
   agents' losses (the code averages over agents, a 1/n scale before its per-agent gradient
-  clip). No input BatchNorm in actor or critic. The critic trains on the team reward
+  clip: ``actor_loss_mean``). No input BatchNorm in actor or critic (the code's: ``input_norm``). The critic trains on the team reward
   (``dataset["rewards"]``); the code read agent 0's reward, which on mpe-cn here differs (the
   team reward is the sum of the agents').
 * gamma is a per-task setting recorded in the config: 0.99 for the discrete tasks, 0.95 for
@@ -202,6 +202,11 @@ class CFCQLContinuousConfig(BaseConfig):
     """Gradient-norm clip of the critic and of each actor."""
     action_reg: float = 1e-3
     """Weight of the actors' mean squared action penalty."""
+    actor_loss_mean: bool = False
+    """Average the agents' actor losses before the per-agent gradient clip, as the code does
+    (False: sum them, each actor then gets its own loss's gradient at full scale)."""
+    input_norm: bool = False
+    """Batch norm on the actors' and the critic's inputs, as the code's networks have."""
     cf_target: bool = False
     """CF_T: the target averages Q'(s', a'_i = pi'_i(o'_i), a'_-i from the data) over i."""
     vae_steps: int = 100_000
@@ -572,9 +577,10 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
         n, d = info.n_agents, info.action_dim
         mask = np.asarray(info.action_mask, bool)
         self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
-        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
-                               TwinCritic(info.state_dim, n * d, cfg.hidden_dim).to(device),
-                               cfg.lr, cfg.lr)
+        self.init_actor_critic(
+            AgentActors(info.obs_dim, mask, cfg.hidden_dim, cfg.input_norm).to(device),
+            TwinCritic(info.state_dim, n * d, cfg.hidden_dim, cfg.input_norm).to(device),
+            cfg.lr, cfg.lr)
         k = cfg.critic_updates_per_round
         self.schedule = RoundSchedule(k, actor_step=0, target_step=k - 1)
         self.vae = VAEBehaviour(info.state_dim, mask, cfg.vae_hidden_dim,
@@ -686,8 +692,9 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
             metrics.update(log_beta_mean=log_beta.mean().item(),
                            behaviour_loss=self.behaviour_loss)
         if self.schedule.actor_due(self.updates):
-            actor_loss = counterfactual_actor_loss(self.critic, state, self.actors(obs), actions,
-                                                   self.action_mask, cfg.action_reg).sum()
+            per_agent = counterfactual_actor_loss(self.critic, state, self.actors(obs), actions,
+                                                  self.action_mask, cfg.action_reg)
+            actor_loss = per_agent.mean() if cfg.actor_loss_mean else per_agent.sum()
             self.actor_step(actor_loss, cfg.grad_clip, agentwise=True)
             metrics["actor_loss"] = actor_loss.item()
         if self.schedule.targets_due(self.updates):

@@ -15,8 +15,10 @@ These choices differ from the reference code (the first two for speed only; the 
   leading agent axis and run all agents in one batched product instead of a Python loop over
   ``nn.Module`` s. Each agent still has its own parameters; :func:`clip_grad_norm_agentwise_`
   clips each agent's gradient on its own, as separate optimisers would.
-* The critics drop OMAR's input ``BatchNorm1d``: with counterfactual batches the batch statistics
-  would mix the dataset's joint actions with sampled ones.
+* The critics drop OMAR's input ``BatchNorm1d`` by default: with counterfactual batches the
+  batch statistics mix the dataset's joint actions with sampled ones. ``input_norm=True`` puts it
+  back where a learner wants the reference code's networks (:class:`AgentwiseBatchNorm`,
+  :class:`FeatureBatchNorm`).
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ __all__ = [
     "masked_argmax", "masked_fill_unavailable", "td_lambda_targets", "masked_mean",
     "UNAVAILABLE_Q",
     # continuous (OMAR)
-    "AgentwiseLinear", "AgentwiseMLP", "AgentActors", "TwinCritic",
+    "AgentwiseLinear", "AgentwiseMLP", "AgentwiseBatchNorm", "FeatureBatchNorm", "AgentActors",
+    "TwinCritic",
     # helpers
     "hard_update", "soft_update", "make_target", "clip_grad_norm_agentwise_",
 ]
@@ -259,24 +262,62 @@ class AgentwiseMLP(nn.Module):
         return h.reshape(n_agents, *lead, -1).movedim(0, -2)
 
 
+class AgentwiseBatchNorm(nn.Module):
+    """Each agent's own ``BatchNorm1d`` over its input features: (..., n, f) -> (..., n, f).
+
+    Batch statistics while training, running ones in eval mode; affine weight 1 and bias 0 at
+    the start, as OMAR's ``in_fn``. Parameters carry the agent axis first, so
+    :func:`clip_grad_norm_agentwise_` clips them with the agent's other weights.
+    """
+
+    def __init__(self, n_agents: int, features: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(n_agents, features))
+        self.bias = nn.Parameter(torch.zeros(n_agents, features))
+        self.register_buffer("running_mean", torch.zeros(n_agents, features))
+        self.register_buffer("running_var", torch.ones(n_agents, features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            rows = x.reshape(-1, *x.shape[-2:])
+            mean, var = rows.mean(0), rows.var(0, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(rows.var(0, unbiased=True), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+class FeatureBatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` over the last axis of inputs of any leading shape: (..., f) -> (..., f)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
 class AgentActors(nn.Module):
     """Deterministic per-agent actors pi_i(o_i): MLP, 2 hidden layers, tanh output.
 
     Padded action entries (agents with fewer action dims, see ``TaskInfo.action_mask``) are
-    always zero. The output layer starts small (uniform +-3e-3) as in OMAR's code.
+    always zero. The output layer starts small (uniform +-3e-3) as in OMAR's code. With
+    ``input_norm`` each agent's observation first passes its own batch norm, as in that code.
     """
 
-    def __init__(self, obs_dim: int, action_mask: np.ndarray, hidden_dim: int = 64):
+    def __init__(self, obs_dim: int, action_mask: np.ndarray, hidden_dim: int = 64,
+                 input_norm: bool = False):
         super().__init__()
         action_mask = np.asarray(action_mask, bool)
         n_agents, action_dim = action_mask.shape
+        self.norm = AgentwiseBatchNorm(n_agents, obs_dim) if input_norm else nn.Identity()
         self.net = AgentwiseMLP(n_agents, obs_dim, action_dim, hidden_dim)
         nn.init.uniform_(self.net.out.weight, -3e-3, 3e-3)
         self.register_buffer("action_mask", torch.as_tensor(action_mask, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs (..., n, obs_dim) -> actions (..., n, action_dim) in [-1, 1], zero where padded."""
-        return torch.tanh(self.net(obs)) * self.action_mask
+        return torch.tanh(self.net(self.norm(obs))) * self.action_mask
 
 
 class TwinCritic(nn.Module):
@@ -285,11 +326,16 @@ class TwinCritic(nn.Module):
     The joint action is the concatenation of the agents' (padded) actions. The first layer is
     split into a state part and an action part so that many joint actions per state can be
     scored with the state part computed once (:meth:`state_features` then :meth:`from_features`).
+    With ``input_norm`` state and joint action first pass a batch norm, per feature, as the
+    concatenated input does in OMAR's code.
     """
 
-    def __init__(self, state_dim: int, joint_action_dim: int, hidden_dim: int = 64):
+    def __init__(self, state_dim: int, joint_action_dim: int, hidden_dim: int = 64,
+                 input_norm: bool = False):
         super().__init__()
         self.hidden_dim = hidden_dim
+        self.state_norm = FeatureBatchNorm(state_dim) if input_norm else nn.Identity()
+        self.action_norm = FeatureBatchNorm(joint_action_dim) if input_norm else nn.Identity()
         # Both twins' first layers side by side; initialised as nn.Linear(state + action, hidden).
         bound = 1.0 / math.sqrt(state_dim + joint_action_dim)
         self.state_in = nn.Linear(state_dim, 2 * hidden_dim)
@@ -303,7 +349,7 @@ class TwinCritic(nn.Module):
 
     def state_features(self, state: torch.Tensor) -> torch.Tensor:
         """state (..., S) -> (2, ..., H): the state's share of each twin's first layer."""
-        return self.state_in(state).unflatten(-1, (2, self.hidden_dim)).movedim(-2, 0)
+        return self.state_in(self.state_norm(state)).unflatten(-1, (2, self.hidden_dim)).movedim(-2, 0)
 
     def from_features(self, features: torch.Tensor, joint_action: torch.Tensor) -> torch.Tensor:
         """Q_1, Q_2 of K joint actions per state.
@@ -315,7 +361,7 @@ class TwinCritic(nn.Module):
         Returns:
             (2, ..., K).
         """
-        values = []
+        values, joint_action = [], self.action_norm(joint_action)
         for k in range(2):
             h = F.relu(self.action_in[k](joint_action) + features[k].unsqueeze(-2))  # (..., K, H)
             h = F.relu(self.hidden[k](h))

@@ -66,7 +66,12 @@ class DeterministicActorPolicy:
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, avail: np.ndarray | None = None) -> np.ndarray:
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        return self.actors(obs_t).cpu().numpy().astype(np.float32)
+        training = self.actors.training
+        self.actors.eval()  # input batch norms act with their running statistics
+        try:
+            return self.actors(obs_t).cpu().numpy().astype(np.float32)
+        finally:
+            self.actors.train(training)
 
 
 class EpsilonGreedyPolicy(RecurrentGreedyPolicy):

@@ -373,6 +373,36 @@ def test_continuous_smoke_with_ragged_actions_and_cf_target():
     assert (np.abs(actions) <= 1).all()
 
 
+def test_agentwise_batch_norm_is_each_agents_batchnorm1d():
+    from marl_offline_bench.networks import AgentwiseBatchNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(7, 5, 3, 4) * 3 + 1                       # (..., n=3 agents, f=4)
+    ours, reference = AgentwiseBatchNorm(3, 4), torch.nn.BatchNorm1d(12)
+    assert torch.allclose(ours(x), reference(x.reshape(-1, 12)).reshape(x.shape), atol=1e-5)
+    assert torch.allclose(ours.running_var.reshape(-1), reference.running_var, atol=1e-5)
+    ours.eval(), reference.eval()
+    assert torch.allclose(ours(x), reference(x.reshape(-1, 12)).reshape(x.shape), atol=1e-5)
+
+
+def test_input_norm_and_mean_actor_loss_train_and_act_on_running_statistics():
+    info = continuous_task(action_dims=(3, 2))
+    data = continuous_dataset(info)
+    config = CFCQLContinuous.Config(input_norm=True, actor_loss_mean=True, **TINY_CONTINUOUS)
+    algo = CFCQLContinuous(info, data, config)
+    for _ in range(6):
+        metrics = algo.update()
+    assert np.isfinite(list(metrics.values())).all() and algo.actors.training
+    obs = np.random.default_rng(0).normal(size=(4, 2, info.obs_dim)).astype(np.float32)
+    policy = algo.policy()
+    # eval mode inside the policy: one observation acts as it does among others
+    assert np.allclose(policy(obs[:1], None), policy(obs, None)[:1], atol=1e-6)
+    assert algo.actors.training                              # and training mode comes back
+    twin = CFCQLContinuous(info, data, config)
+    twin.load_state_dict(_round_trip(algo))
+    assert torch.equal(twin.actors.norm.running_mean, algo.actors.norm.running_mean)
+
+
 # -- tables and dispatch --------------------------------------------------------------------------
 def test_per_dataset_tables_name_registered_datasets():
     assert set(DISCRETE_PER_DATASET) <= set(DATASETS)

@@ -16,8 +16,10 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 mpe_paper='mpe-cn-random-v0,mpe-cn-medium-replay-v0,mpe-cn-medium-v0,mpe-cn-expert-v0,mpe-pp-random-v0,mpe-pp-medium-replay-v0,mpe-pp-medium-v0,mpe-pp-expert-v0,mpe-world-random-v0,mpe-world-medium-replay-v0,mpe-world-medium-v0,mpe-world-expert-v0'
 el_scaling='equal_line-n*-medium-v0,equal_line-n*-medium-replay-v0'
 lambda_sets='mpe-world-medium-replay-v0,mpe-world-expert-v0'
+command -v marl-bench >/dev/null || { echo "sweep: marl-bench not found; activate the venv" >&2; exit 2; }
+failed=0
 run() { marl-bench evaluate --protocol full --out "$out" --workers "$workers" --no-tables "$@" \
-          || echo "sweep: evaluate $* exited $? (continuing)"; }
+          || { echo "sweep: evaluate $* exited $? (continuing)"; failed=$((failed + 1)); }; }
 for seed in 0 1 2; do
   run --algo cfcql,bc,matd3-bc,macql --datasets "$mpe_paper" --seeds "$seed,"
   run --algo cfcql,macql --datasets "$el_scaling" --seeds "$seed,"
@@ -28,4 +30,5 @@ for seed in 0 1 2; do
   run --algo icql,maicq --datasets "$mpe_paper" --seeds "$seed,"
   run --algo cfcql,bc,matd3-bc,macql,omar --datasets 'mpe-*-mixed-v0' --seeds "$seed,"
 done
+if ((failed)); then echo "sweep: $failed evaluate call(s) did not finish; run this again to resume"; exit 1; fi
 echo "sweep: every planned run is recorded"

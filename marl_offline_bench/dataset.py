@@ -252,12 +252,14 @@ class MARLDataset(Mapping):
         return iter(self._keys())
 
     def __len__(self) -> int:
+        """The number of arrays (keys), as a dict's; :attr:`n_transitions` counts transitions."""
         return len(self._keys())
 
     def __repr__(self) -> str:
         e = self.episodes_data
-        return (f"MARLDataset({self.dataset_id!r}: {e.n_episodes} episodes, "
-                f"{e.n_transitions} transitions, {e.obs.shape[1]} agents)")
+        return (f"MARLDataset({self.dataset_id!r}: {e.n_episodes:,} episodes, "
+                f"{e.n_transitions:,} transitions (n_transitions), {e.obs.shape[1]} agents; "
+                f"{len(self)} arrays: {', '.join(self._keys())})")
 
     # -- sizes and episode views ---------------------------------------------------------
     @property

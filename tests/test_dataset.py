@@ -28,6 +28,12 @@ def as_dataset(e):
                        obs_mask=np.ones((2, 3), bool), action_mask=None)
 
 
+def test_len_counts_arrays_and_the_repr_says_both_sizes():
+    d = as_dataset(tiny())
+    assert len(d) == len(list(d)) == 13 and d.n_transitions == 6
+    assert "6 transitions (n_transitions)" in repr(d) and "13 arrays: observations" in repr(d)
+
+
 def test_transition_view_skips_final_observations():
     d = as_dataset(tiny())
     e = d.episodes_data

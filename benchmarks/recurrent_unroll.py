@@ -10,6 +10,9 @@ that recurrence at the ``full`` batch (128 episodes) and SMAC/Equal_Line sizes:
 * ``loop``: the shipped Python loop of ``nn.GRUCell`` (one autograd node per operator and step);
 * ``aten::gru``: the whole sequence as one ``torch.gru`` call (the same weights and gates: it
   gives identical values), which loops in C++;
+* ``3 seeds``: three seeds' cells stacked into one batched recurrence (weights (S, H, 3H),
+  ``baddbmm`` per step), as an ensemble of runs trained in one process would be; its time is
+  divided by 3, i.e. per seed;
 * ``compiled``: the loop under ``torch.compile`` (inductor's C++ kernels), with ``--compile``;
   its compilation time is printed apart.
 
@@ -44,6 +47,27 @@ def aten_unroll(cell: nn.GRUCell, x: torch.Tensor) -> torch.Tensor:
     params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
     out, _ = torch.gru(x, h0, params, True, 1, 0.0, True, False, False)
     return out
+
+
+def stacked_unroll(cells: list[nn.GRUCell], x: torch.Tensor) -> torch.Tensor:
+    """S seeds' GRU cells as one batched recurrence: x (S, T, R, H) -> (S, T, R, H)."""
+    w_ih = torch.stack([c.weight_ih.t() for c in cells])            # (S, H, 3H)
+    w_hh = torch.stack([c.weight_hh.t() for c in cells])
+    b_ih = torch.stack([c.bias_ih for c in cells]).unsqueeze(1)     # (S, 1, 3H)
+    b_hh = torch.stack([c.bias_hh for c in cells]).unsqueeze(1)
+    seeds, steps, rows, width = x.shape
+    gates_x = torch.baddbmm(b_ih, x.reshape(seeds, steps * rows, width), w_ih)
+    h = x.new_zeros(seeds, rows, w_hh.shape[1])
+    hiddens = []
+    for g_x in gates_x.reshape(seeds, steps, rows, -1).unbind(1):
+        g_h = torch.baddbmm(b_hh, h, w_hh)
+        x_r, x_z, x_n = g_x.chunk(3, -1)
+        h_r, h_z, h_n = g_h.chunk(3, -1)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        h = n + z * (h - n)                                         # nn.GRUCell's update
+        hiddens.append(h)
+    return torch.stack(hiddens, 1)
 
 
 def seconds_per_update(unroll, cell: nn.GRUCell, x: torch.Tensor, repeats: int) -> float:
@@ -82,6 +106,10 @@ def main() -> None:
             print(f"  {name}: torch.compile took {time.perf_counter() - start:.0f} s")
             variants["compiled"] = compiled
         timed = {k: seconds_per_update(f, cell, x, args.repeats) for k, f in variants.items()}
+        cells = [cell] + [nn.GRUCell(hidden, hidden) for _ in range(2)]
+        xs = torch.randn(3, steps, episodes * agents, hidden, requires_grad=True)
+        assert torch.allclose(stacked_unroll(cells, xs)[0], loop_unroll(cell, xs[0]), atol=1e-5)
+        timed["3 seeds"] = seconds_per_update(stacked_unroll, cells, xs, args.repeats) / 3
         for variant, seconds in timed.items():
             print(f"  {name:26s} {variant:10s} {seconds * 1e3:8.1f} ms   "
                   f"speed-up {timed['loop'] / seconds:4.2f}x")

@@ -4,14 +4,36 @@
   collected once per test session into a private Minari root.
 * ``tiny_continuous``: a factory of hand-made continuous datasets (agents of different action
   sizes, optionally one fixed action), built in memory without any simulator.
+
+And for every baseline test: one torch thread and seed 0 (``one_thread``), and ``round_trip``,
+a state dict through the bytes a run's checkpoint holds.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
 from marl_offline_bench.envs import TaskInfo
+from marl_offline_bench.runstore import checkpoint_from_bytes, checkpoint_to_bytes
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Keep each test on one core (the machine is shared) and its randomness fixed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def round_trip():
+    """``round_trip(state) -> state`` through the bytes of a run's checkpoint (``torch.save``,
+    then ``torch.load(weights_only=True)``), as a resumed run reads it."""
+    return lambda state: checkpoint_from_bytes(checkpoint_to_bytes(state), "a test's state")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,4 @@
 """Tests of baselines/cfcql.py and the shared parts it uses (networks, behaviour, greedy)."""
-import io
 
 import numpy as np
 import pytest
@@ -18,16 +17,6 @@ from marl_offline_bench.networks import (AgentActors, QMixer, RNNAgent, TwinCrit
 from marl_offline_bench.dataset import EpisodeArrays, MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.registry import DATASETS
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Keep each test on one core (the machine is shared) and its randomness fixed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- small datasets built by hand ----------------------------------------------------------------
@@ -296,14 +285,7 @@ def test_continuous_cql_pushes_unseen_actions_below_dataset_actions():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def _round_trip(algo):
-    buffer = io.BytesIO()
-    torch.save(algo.state_dict(), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def test_discrete_smoke_on_equal_line(monkeypatch, tmp_path):
+def test_discrete_smoke_on_equal_line(round_trip, monkeypatch, tmp_path):
     import marl_offline_bench as mob
     from marl_offline_bench.envs import task_info
 
@@ -316,7 +298,7 @@ def test_discrete_smoke_on_equal_line(monkeypatch, tmp_path):
     for _ in range(3):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "lambda_entropy"} <= set(metrics)
-    state = _round_trip(algo)
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("cfcql", info, data, **TINY_DISCRETE)
     twin.load_state_dict(state)
     assert twin.behaviour_ready and twin.updates == 3
@@ -354,7 +336,7 @@ def test_greedy_policy_respects_available_actions():
         assert np.take_along_axis(avail, actions[..., None], -1).all()
 
 
-def test_continuous_smoke_with_ragged_actions_and_cf_target():
+def test_continuous_smoke_with_ragged_actions_and_cf_target(round_trip):
     info = continuous_task(action_dims=(3, 2))
     data = continuous_dataset(info)
     algo = CFCQLContinuous(info, data, CFCQLContinuous.Config(cf_target=True, **TINY_CONTINUOUS))
@@ -362,7 +344,7 @@ def test_continuous_smoke_with_ragged_actions_and_cf_target():
         metrics = algo.update()
     assert "actor_loss" not in metrics and np.isfinite(list(metrics.values())).all()
     assert "actor_loss" in algo.update()                      # the 6th starts a new round
-    state = _round_trip(algo)
+    state = round_trip(algo.state_dict())
     twin = CFCQLContinuous(info, data, CFCQLContinuous.Config(cf_target=True, **TINY_CONTINUOUS))
     twin.load_state_dict(state)
     resumed = twin.update()
@@ -385,7 +367,7 @@ def test_agentwise_batch_norm_is_each_agents_batchnorm1d():
     assert torch.allclose(ours(x), reference(x.reshape(-1, 12)).reshape(x.shape), atol=1e-5)
 
 
-def test_input_norm_and_mean_actor_loss_train_and_act_on_running_statistics():
+def test_input_norm_and_mean_actor_loss_train_and_act_on_running_statistics(round_trip):
     info = continuous_task(action_dims=(3, 2))
     data = continuous_dataset(info)
     config = CFCQLContinuous.Config(input_norm=True, actor_loss_mean=True, **TINY_CONTINUOUS)
@@ -399,7 +381,7 @@ def test_input_norm_and_mean_actor_loss_train_and_act_on_running_statistics():
     assert np.allclose(policy(obs[:1], None), policy(obs, None)[:1], atol=1e-6)
     assert algo.actors.training                              # and training mode comes back
     twin = CFCQLContinuous(info, data, config)
-    twin.load_state_dict(_round_trip(algo))
+    twin.load_state_dict(round_trip(algo.state_dict()))
     assert torch.equal(twin.actors.norm.running_mean, algo.actors.norm.running_mean)
 
 

@@ -1,5 +1,4 @@
 """ICQL (baselines/icql.py): the CQL(H) pieces, independent critics, conservatism, a smoke run."""
-import io
 import math
 
 import numpy as np
@@ -14,22 +13,6 @@ from baselines.icql import (ICQL, PER_DATASET, AgentwiseTwinCritic, cql_action_s
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=32, hidden_dim=16, num_sampled_actions=4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _round_trip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])       # agents with 3 and 2 action dims
@@ -110,14 +93,14 @@ def test_per_dataset_table_holds_the_codes_alpha():
         ICQL.Config(num_sampled_actions=0)
 
 
-def test_smoke_on_mpe_cn(mpe_cn_tiny):
+def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
     info, data = mpe_cn_tiny
     algo = build_algorithm("icql", info, data, **TINY)
     assert isinstance(algo, ICQL) and algo.config.alpha == 0.5          # mpe-cn random
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all() and "actor_loss" in metrics
-    state = _round_trip(algo.state_dict())
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("icql", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()

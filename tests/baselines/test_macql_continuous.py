@@ -1,5 +1,4 @@
 """Continuous MACQL (baselines/macql_continuous.py): joint sampling, schedule, a smoke run."""
-import io
 import math
 
 import numpy as np
@@ -15,22 +14,6 @@ from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=32, hidden_dim=16, num_sampled_actions=4)
 MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _round_trip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def test_joint_sampling_changes_every_agents_action_at_once():
@@ -77,14 +60,14 @@ def test_per_dataset_table_follows_the_code():
     assert (cheetah.alpha, cheetah.batch_size, cheetah.gamma) == (0.4, 256, 0.95)
 
 
-def test_smoke_on_mpe_cn(mpe_cn_tiny):
+def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
     info, data = mpe_cn_tiny
     algo = build_algorithm("macql", info, data, **TINY)
     assert isinstance(algo, MACQLContinuous) and algo.config.alpha == 0.5
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
-    state = _round_trip(algo.state_dict())
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("macql", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()

@@ -1,5 +1,4 @@
 """Tests of baselines/macql_discrete.py: the sampled joint-action logsumexp, training, resuming."""
-import io
 import itertools
 
 import numpy as np
@@ -17,15 +16,6 @@ from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, dis
 
 N2 = "equal_line-n2-random-v0"
 TINY = dict(batch_size=8, hidden_dim=16, num_sampled_actions=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -102,14 +92,7 @@ def test_conservative_term_pushes_other_joint_actions_below_the_data():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def _round_trip(algo):
-    buffer = io.BytesIO()
-    torch.save(algo.state_dict(), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def test_smoke_on_equal_line(equal_line):
+def test_smoke_on_equal_line(round_trip, equal_line):
     info = task_info("equal_line-n2")
     algo = build_algorithm("macql", info, equal_line, **TINY)
     assert isinstance(algo, MACQLDiscrete) and algo.config.alpha == 5.0
@@ -117,7 +100,7 @@ def test_smoke_on_equal_line(equal_line):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "q_taken_mean"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
-    state = _round_trip(algo)
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("macql", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.updates == 20

@@ -1,5 +1,4 @@
 """Tests of baselines/madtkd.py: distillation, causality, acting context, training, resuming."""
-import io
 
 import numpy as np
 import pytest
@@ -17,15 +16,6 @@ from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, dis
 
 N2 = "equal_line-n2-random-v0"
 TINY = dict(batch_size=8, embed_dim=16, n_layer=1, n_head=2, context_length=4, teacher_steps=5)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -130,13 +120,6 @@ def test_policy_keeps_a_bounded_context_and_respects_available_actions():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def _round_trip(algo):
-    buffer = io.BytesIO()
-    torch.save(algo.state_dict(), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
 def test_student_learns_the_dataset_actions():
     info = discrete_task(n_agents=2, n_actions=5)
     data = discrete_dataset(info, fixed_actions=(1, 3), unavailable=(1, 4))
@@ -148,7 +131,7 @@ def test_student_learns_the_dataset_actions():
     assert metrics["action_accuracy"] == 1.0
 
 
-def test_smoke_on_equal_line(equal_line):
+def test_smoke_on_equal_line(round_trip, equal_line):
     info = task_info("equal_line-n2")
     algo = build_algorithm("madtkd", info, equal_line, **TINY)
     assert isinstance(algo, MADTKDDiscrete) and algo.config.kl_weight == 0.5
@@ -159,7 +142,7 @@ def test_smoke_on_equal_line(equal_line):
         metrics = algo.update()
     assert {"action_ce", "kl", "feature_mse", "teacher_loss"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
-    state = _round_trip(algo)
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("madtkd", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.teacher_ready and twin.updates == 20

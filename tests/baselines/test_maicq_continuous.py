@@ -1,6 +1,5 @@
 """Continuous MAICQ (baselines/maicq_continuous.py): batch-softmax weights, decomposed critic,
 Gaussian policies, the window sampler (baselines/sampling_continuous.py), a smoke run."""
-import io
 
 import numpy as np
 import pytest
@@ -14,22 +13,6 @@ from baselines.maicq_continuous import (PER_DATASET, GaussianActors, MAICQContin
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=4, window=10, hidden_dim=16, mixing_dim=8, baseline_samples=3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _round_trip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def test_batch_softmax_weights_sum_to_one_over_real_steps():
@@ -113,7 +96,7 @@ def test_per_dataset_table():
     assert (mpe.batch_size, mpe.window, mpe.critic_beta, mpe.actor_beta) == (40, 25, 1000.0, 0.1)
 
 
-def test_smoke_on_mpe_cn(mpe_cn_tiny):
+def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
     info, data = mpe_cn_tiny
     algo = build_algorithm("maicq", info, data, **TINY)
     assert isinstance(algo, MAICQContinuous)
@@ -122,7 +105,7 @@ def test_smoke_on_mpe_cn(mpe_cn_tiny):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
     assert metrics["log_pi_mean"] > first["log_pi_mean"]      # the policies move to the data
-    state = _round_trip(algo.state_dict())
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("maicq", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()

@@ -1,5 +1,4 @@
 """Tests of baselines/maicq_discrete.py: batch-softmax weights, decomposed mixer, actor loss, training."""
-import io
 
 import numpy as np
 import pytest
@@ -16,15 +15,6 @@ from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, dis
 
 N2 = "equal_line-n2-random-v0"
 TINY = dict(batch_size=8, hidden_dim=16, critic_hidden_dim=32, mixing_dim=8)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -110,14 +100,7 @@ def test_actor_learns_the_dataset_actions():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def _round_trip(algo):
-    buffer = io.BytesIO()
-    torch.save(algo.state_dict(), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def test_smoke_on_equal_line(equal_line):
+def test_smoke_on_equal_line(round_trip, equal_line):
     info = task_info("equal_line-n2")
     algo = build_algorithm("maicq", info, equal_line, **TINY)
     assert isinstance(algo, MAICQDiscrete)
@@ -126,7 +109,7 @@ def test_smoke_on_equal_line(equal_line):
         metrics = algo.update()
     assert {"critic_loss", "actor_loss", "advantage_mean"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
-    state = _round_trip(algo)
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("maicq", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.updates == 20

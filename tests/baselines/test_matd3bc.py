@@ -1,5 +1,4 @@
 """MATD3-BC (baselines/matd3bc.py): TD3+BC's normalised actor loss, TD3's schedule, a smoke run."""
-import io
 
 import numpy as np
 import pytest
@@ -12,22 +11,6 @@ from baselines.matd3bc import MATD3BC, PER_DATASET, td3bc_actor_loss
 from marl_offline_bench.registry import DATASETS
 
 TINY = dict(batch_size=32, hidden_dim=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _round_trip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def test_q_part_of_the_actor_loss_ignores_the_scale_of_q():
@@ -102,14 +85,14 @@ def test_per_dataset_table_and_config():
         MATD3BC.Config(bc_reduction="max")
 
 
-def test_smoke_on_mpe_cn(mpe_cn_tiny):
+def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
     info, data = mpe_cn_tiny
     algo = build_algorithm("matd3-bc", info, data, **TINY)
     assert isinstance(algo, MATD3BC) and algo.config.gamma == 0.95
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
-    state = _round_trip(algo.state_dict())
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("matd3-bc", info, data, **TINY)
     twin.load_state_dict(state)
     resumed = twin.update()

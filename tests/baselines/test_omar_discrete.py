@@ -1,5 +1,4 @@
 """Tests of baselines/omar_discrete.py: rectification target, losses, training, resuming."""
-import io
 
 import numpy as np
 import pytest
@@ -16,15 +15,6 @@ from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, dis
 
 N2 = "equal_line-n2-random-v0"
 TINY = dict(batch_size=8, hidden_dim=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -119,14 +109,7 @@ def test_critics_prefer_the_dataset_actions_and_the_actor_follows():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def _round_trip(algo):
-    buffer = io.BytesIO()
-    torch.save(algo.state_dict(), buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def test_smoke_on_equal_line(equal_line):
+def test_smoke_on_equal_line(round_trip, equal_line):
     info = task_info("equal_line-n2")
     algo = build_algorithm("omar", info, equal_line, **TINY)
     assert isinstance(algo, OMARDiscrete)
@@ -135,7 +118,7 @@ def test_smoke_on_equal_line(equal_line):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "actor_loss", "rectification_ce"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
-    state = _round_trip(algo)
+    state = round_trip(algo.state_dict())
     twin = build_algorithm("omar", info, equal_line, **TINY)
     twin.load_state_dict(state)
     assert twin.updates == 20

@@ -3,13 +3,12 @@
 Parametrised over the registry: an algorithm added to it (one file and one line) is checked here
 with no test edit. Sizes come from the ``smoke`` protocol, data from small synthetic datasets.
 """
-import io
-
 import numpy as np
 import pytest
 import torch
 
 from marl_offline_bench import Unsupported, algorithm_registry, build_algorithm
+from marl_offline_bench.runstore import checkpoint_from_bytes, checkpoint_to_bytes
 from marl_offline_bench.training import _rng_state, _set_rng_state
 from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
                                         discrete_task)
@@ -60,11 +59,9 @@ def test_smoke_checkpoint_and_resume(name, discrete):
     else:
         assert actions.shape == (5, info.n_agents, info.action_dim)
         assert np.abs(actions).max() <= 1.0
-    # a checkpoint survives torch.save / torch.load(weights_only=True) ...
-    buffer = io.BytesIO()
-    torch.save({"algorithm": algo.state_dict(), "rng": _rng_state()}, buffer)
-    buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)
+    # a checkpoint survives the runs' own torch.save / torch.load(weights_only=True) ...
+    state = checkpoint_from_bytes(
+        checkpoint_to_bytes({"algorithm": algo.state_dict(), "rng": _rng_state()}), name)
     # ... and a fresh learner resumed from it makes the same next update as the original
     expected = algo.update()
     _, twin = _build(name, discrete, seed=1)

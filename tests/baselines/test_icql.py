@@ -93,18 +93,12 @@ def test_per_dataset_table_holds_the_codes_alpha():
         ICQL.Config(num_sampled_actions=0)
 
 
-def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
+def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
     algo = build_algorithm("icql", info, data, **TINY)
     assert isinstance(algo, ICQL) and algo.config.alpha == 0.5          # mpe-cn random
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all() and "actor_loss" in metrics
-    state = round_trip(algo.state_dict())
-    twin = build_algorithm("icql", info, data, **TINY)
-    twin.load_state_dict(state)
-    resumed = twin.update()
-    torch.set_rng_state(state["torch_rng"])
-    assert resumed == algo.update()
     result = mob.evaluate_policy(algo.policy(), "mpe-cn", episodes=4)
     assert len(result.returns) == 4 and np.isfinite(result.mean_return)

@@ -92,7 +92,7 @@ def test_conservative_term_pushes_other_joint_actions_below_the_data():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def test_smoke_on_equal_line(round_trip, equal_line):
+def test_smoke_on_equal_line(equal_line):
     info = task_info("equal_line-n2")
     algo = build_algorithm("macql", info, equal_line, **TINY)
     assert isinstance(algo, MACQLDiscrete) and algo.config.alpha == 5.0
@@ -100,13 +100,6 @@ def test_smoke_on_equal_line(round_trip, equal_line):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "q_taken_mean"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
-    state = round_trip(algo.state_dict())
-    twin = build_algorithm("macql", info, equal_line, **TINY)
-    twin.load_state_dict(state)
-    assert twin.updates == 20
-    resumed = twin.update()
-    torch.set_rng_state(state["torch_rng"])
-    assert resumed == algo.update()
     result = mob.evaluate_policy(algo.policy(), "equal_line-n2", episodes=4)
     assert np.isfinite(result.mean_return)
 

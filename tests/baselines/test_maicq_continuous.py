@@ -96,7 +96,7 @@ def test_per_dataset_table():
     assert (mpe.batch_size, mpe.window, mpe.critic_beta, mpe.actor_beta) == (40, 25, 1000.0, 0.1)
 
 
-def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
+def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
     algo = build_algorithm("maicq", info, data, **TINY)
     assert isinstance(algo, MAICQContinuous)
@@ -105,11 +105,5 @@ def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
     assert metrics["log_pi_mean"] > first["log_pi_mean"]      # the policies move to the data
-    state = round_trip(algo.state_dict())
-    twin = build_algorithm("maicq", info, data, **TINY)
-    twin.load_state_dict(state)
-    resumed = twin.update()
-    torch.set_rng_state(state["torch_rng"])
-    assert resumed == algo.update()
     result = mob.evaluate_policy(algo.policy(), "mpe-cn", episodes=4)
     assert len(result.returns) == 4 and np.isfinite(result.mean_return)

@@ -85,18 +85,12 @@ def test_per_dataset_table_and_config():
         MATD3BC.Config(bc_reduction="max")
 
 
-def test_smoke_on_mpe_cn(round_trip, mpe_cn_tiny):
+def test_smoke_on_mpe_cn(mpe_cn_tiny):
     info, data = mpe_cn_tiny
     algo = build_algorithm("matd3-bc", info, data, **TINY)
     assert isinstance(algo, MATD3BC) and algo.config.gamma == 0.95
     for _ in range(20):
         metrics = algo.update()
     assert np.isfinite(list(metrics.values())).all()
-    state = round_trip(algo.state_dict())
-    twin = build_algorithm("matd3-bc", info, data, **TINY)
-    twin.load_state_dict(state)
-    resumed = twin.update()
-    torch.set_rng_state(state["torch_rng"])
-    assert resumed == algo.update()
     result = mob.evaluate_policy(algo.policy(), "mpe-cn", episodes=4)
     assert len(result.returns) == 4 and np.isfinite(result.mean_return)

@@ -109,7 +109,7 @@ def test_critics_prefer_the_dataset_actions_and_the_actor_follows():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def test_smoke_on_equal_line(round_trip, equal_line):
+def test_smoke_on_equal_line(equal_line):
     info = task_info("equal_line-n2")
     algo = build_algorithm("omar", info, equal_line, **TINY)
     assert isinstance(algo, OMARDiscrete)
@@ -118,13 +118,6 @@ def test_smoke_on_equal_line(round_trip, equal_line):
         metrics = algo.update()
     assert {"td_loss", "cql_loss", "actor_loss", "rectification_ce"} <= set(metrics)
     assert np.isfinite(list(metrics.values())).all()
-    state = round_trip(algo.state_dict())
-    twin = build_algorithm("omar", info, equal_line, **TINY)
-    twin.load_state_dict(state)
-    assert twin.updates == 20
-    resumed = twin.update()
-    torch.set_rng_state(state["torch_rng"])
-    assert resumed == algo.update()
     result = mob.evaluate_policy(algo.policy(), "equal_line-n2", episodes=4)
     assert np.isfinite(result.mean_return)
 

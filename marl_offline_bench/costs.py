@@ -1,15 +1,16 @@
 """What a sweep costs before it runs: ``marl-bench evaluate ... --dry-run``.
 
-Each planned run is priced from measured rates. First choice, a measurement made here and now:
-the learner is built with the run's resolved config on synthetic data of the task's shapes, a
-few whole rounds of updates are timed, and so are its policy's learning-curve and final
-evaluations on the task's engine (one-off fits of a behaviour model are left out). Otherwise, the wall time per update of finished run records (their own
-evaluations included): records of the same algorithm, task and protocol; else of the same
-algorithm and task under another protocol, scaled linearly by batch size; else the same
-algorithm's records on the family. A run with neither is listed as unpriced.
+Each planned run is priced from measured rates. First choice, a measurement made here and now: the
+learner is built with the run's resolved config on synthetic data of the task's shapes, a few whole
+rounds of updates are timed, and the task's learning-curve and final evaluations on its engine,
+once per task (one-off fits of a behaviour model are left out). Otherwise, the wall time per update
+of finished run records (their own evaluations included): records of the same algorithm, task and
+protocol; else of the same algorithm and task under another protocol, scaled linearly by batch
+size; else the same algorithm's records on the family. A run with neither is listed as unpriced.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -20,7 +21,8 @@ from typing import Any, Iterable
 from .protocols import Budget, protocol_budget, reference_task
 from .registry import get_dataset, recorded_statistics
 
-__all__ = ["PlannedRun", "MeasuredRun", "plan_costs", "format_plan", "measure_run"]
+__all__ = ["PlannedRun", "MeasuredRun", "plan_costs", "format_plan", "measure_run",
+           "measure_evaluations"]
 
 #: Config fields of one-off fits before the first update, set to 0 when timing updates.
 _ONE_OFF_FITS = ("bc_steps", "vae_steps", "teacher_steps")
@@ -129,16 +131,14 @@ class MeasuredRun:
 
 
 def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3) -> MeasuredRun:
-    """Time ``algo`` with the run's config here, on synthetic data of the dataset's shapes:
-    whole rounds of updates after one warm-up round, then its (untrained) greedy policy's
-    learning-curve and final evaluations on the task's engine, after one warm-up evaluation
-    (compilation). An untrained policy's episodes may run longer than a trained one's."""
+    """Time ``algo`` with the run's config here, on synthetic data of the dataset's shapes
+    (whole rounds of updates after one warm-up round), and its task's evaluations
+    (:func:`measure_evaluations`)."""
     import time
 
     from .algorithms import get_algorithm
     from .dataset import synthetic_dataset
     from .envs import task_info
-    from .training import _evaluate
 
     entry = get_dataset(dataset_id)
     info = task_info(entry.task_id)
@@ -159,14 +159,32 @@ def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3) -> M
         learner.update()
     update_s = (time.perf_counter() - started) / (rounds * per_round)
     batch = getattr(getattr(learner, "sampler", None), "batch_size", None)  # what it draws
-
     budget = protocol_budget(protocol, dataset_id)
+    curve_s, final_s = measure_evaluations(entry.task_id, budget.eval_episodes,
+                                           budget.final_episodes)
+    return MeasuredRun(update_s, batch, curve_eval_s=curve_s, final_eval_s=final_s)
+
+
+@functools.lru_cache(maxsize=None)
+def measure_evaluations(task_id: str, curve_episodes: int,
+                        final_episodes: int) -> tuple[float, float]:
+    """Seconds of one learning-curve and one final evaluation of a task, timed here once per
+    process after a warm-up evaluation (compilation). The engine's cost, so it is timed with
+    uniform random actions: the learners' policies are small networks beside a step of a
+    batch of environments, though their episodes may last longer or shorter than random ones."""
+    import time
+
+    from .envs import task_info
+    from .evaluation import evaluate_policy
+    from .rollout import RandomPolicy
+
+    policy = RandomPolicy(task_info(task_id), seed=0)
     timed = []
-    for episodes in (budget.eval_episodes, budget.eval_episodes, budget.final_episodes):
+    for episodes in (curve_episodes, curve_episodes, final_episodes):
         started = time.perf_counter()
-        _evaluate(learner.policy(), entry.task_id, episodes, seed=0)
+        evaluate_policy(policy, task_id, episodes=episodes, seed=0)
         timed.append(time.perf_counter() - started)
-    return MeasuredRun(update_s, batch, curve_eval_s=timed[1], final_eval_s=timed[2])
+    return timed[1], timed[2]
 
 
 def plan_costs(algos: list[str], datasets: list[str], seeds: list[int], protocol: str,

@@ -282,9 +282,9 @@ class AgentwiseBatchNorm(nn.Module):
         if self.training:
             rows = x.reshape(-1, *x.shape[-2:])
             mean, var = rows.mean(0), rows.var(0, unbiased=False)
-            with torch.no_grad():
+            with torch.no_grad():  # running variance unbiased, as BatchNorm1d keeps it
                 self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(rows.var(0, unbiased=True), self.momentum)
+                self.running_var.lerp_(var * (len(rows) / max(len(rows) - 1, 1)), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias

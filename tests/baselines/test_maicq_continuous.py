@@ -2,7 +2,6 @@
 Gaussian policies, the window sampler (baselines/sampling_continuous.py), a smoke run."""
 
 import numpy as np
-import pytest
 import torch
 
 from marl_offline_bench import build_algorithm

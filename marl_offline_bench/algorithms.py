@@ -29,7 +29,7 @@ import torch
 
 from .dataset import MARLDataset
 from .envs import TaskInfo
-from .protocols import reference_overrides
+from .protocols import FRACTION_OF_FULL, reference_overrides
 
 __all__ = ["BaseConfig", "OfflineAlgorithm", "AlgorithmSpec", "ENTRY_POINT_GROUP",
            "algorithm_registry", "get_algorithm", "algorithm_names", "resolve_algorithms",
@@ -93,9 +93,11 @@ class OfflineAlgorithm(abc.ABC):
         """Defaults, then the per-dataset entry, then (under ``full``) the reference code's
         settings of the task, then the protocol's sizing, then overrides."""
         taken = tuple(name for name in cls.reference_settings if name in cls.config_fields())
+        # `tenth` trains with full's settings, for fewer updates
+        sizing = "full" if protocol in FRACTION_OF_FULL else protocol or ""
         return cls.Config(**{**cls.per_dataset.get(dataset_id, {}),
                              **reference_overrides(protocol, dataset_id, taken),
-                             **cls.protocol_overrides.get(protocol or "", {}), **overrides})
+                             **cls.protocol_overrides.get(sizing, {}), **overrides})
 
     @abc.abstractmethod
     def update(self) -> dict[str, float]:

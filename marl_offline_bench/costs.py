@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .protocols import Budget, protocol_budget, reference_task
+from .protocols import FRACTION_OF_FULL, Budget, protocol_budget, reference_task
 from .registry import get_dataset, recorded_statistics
 
 __all__ = ["PlannedRun", "MeasuredRun", "plan_costs", "format_plan", "measure_run",
@@ -74,7 +74,7 @@ def _rates(roots: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def _target_batch(protocol: str, dataset_id: str, same: list[dict[str, Any]]) -> int | None:
-    if protocol == "full":
+    if protocol in FRACTION_OF_FULL:
         try:
             return reference_task(dataset_id).settings.get("batch_size")
         except KeyError:

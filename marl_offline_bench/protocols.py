@@ -1,6 +1,6 @@
 """Evaluation protocols: how long a run trains, on what batch, and how it is evaluated.
 
-Three protocols, after OG-MARL and CORL:
+Four protocols, after OG-MARL and CORL:
 
 * ``smoke``: seconds, for tests and CI.
 * ``quick``: what a 2-core CPU affords over every dataset (1000 updates, CPU-sized batches).
@@ -8,6 +8,9 @@ Three protocols, after OG-MARL and CORL:
   from it say so.
 * ``full``: the reference code's budget, task by task (:data:`REFERENCE`), each number with
   the line of the authors' code it comes from.
+* ``tenth``: ``full``'s settings for a tenth of its updates, curve points as dense. For a task
+  whose ``full`` run is a cluster job (HalfCheetah: about 22 hours on a 2-core CPU), it shows
+  where the curve heads; its records sit in their own tables, beside ``full``'s, never in them.
 
 An *update* is one call of an algorithm's ``update()``: one critic step for the continuous
 learners (a round of the reference code is one critic+actor step and four critic-only steps),
@@ -23,7 +26,7 @@ from .registry import episode_limit, get_dataset, recorded_statistics
 
 __all__ = ["Budget", "PROTOCOLS", "ReferenceTask", "REFERENCE", "DISCRETE_T_MAX",
            "protocol_budget", "reference_task", "reference_overrides", "budget_source",
-           "BUDGET_BOUND"]
+           "BUDGET_BOUND", "FRACTION_OF_FULL"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,12 @@ PROTOCOLS: dict[str, dict[str, Budget]] = {
     "smoke": {f: Budget(50, 25, 4, 40) for f in _FAMILIES},
     "quick": {f: Budget(1_000, 250, 32, 100 if f == "mamujoco" else 320) for f in _FAMILIES},
     "full": {},  # per task and dataset: see REFERENCE and protocol_budget()
+    "tenth": {},  # full's, divided: see FRACTION_OF_FULL
 }
+
+#: The protocols that train with the reference code's settings, and the share of its updates
+#: each runs.
+FRACTION_OF_FULL: dict[str, int] = {"full": 1, "tenth": 10}
 
 #: What every table built from ``quick`` says about itself.
 BUDGET_BOUND = ("`quick` is budget-bound: 1,000 updates on CPU-sized batches, a tenth to a "
@@ -187,7 +195,8 @@ def protocol_budget(protocol: str, dataset_id: str) -> Budget:
     """The budget of ``protocol`` on a dataset.
 
     ``full`` is per task (continuous: the reference code's critic updates) or per dataset
-    (discrete: :data:`DISCRETE_T_MAX` environment steps at 128 episodes per update).
+    (discrete: :data:`DISCRETE_T_MAX` environment steps at 128 episodes per update); ``tenth``
+    divides its updates and its curve interval by ten, rounding up.
 
     Raises:
         ValueError: an unknown protocol.
@@ -195,25 +204,29 @@ def protocol_budget(protocol: str, dataset_id: str) -> Budget:
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}.")
-    if protocol != "full":
+    if protocol not in FRACTION_OF_FULL:
         return PROTOCOLS[protocol][get_dataset(dataset_id).task.family]
     ref = reference_task(dataset_id)
     updates = ref.updates
     if updates is None:
         length, _ = _mean_episode_length(dataset_id)
         updates = math.floor(DISCRETE_T_MAX / (ref.settings["batch_size"] * length)) + 1
-    return Budget(updates, min(ref.eval_every, updates), 32, ref.final_episodes)
+    share = FRACTION_OF_FULL[protocol]
+    updates, eval_every = math.ceil(updates / share), math.ceil(ref.eval_every / share)
+    return Budget(updates, min(eval_every, updates), 32, ref.final_episodes)
 
 
 def budget_source(protocol: str, dataset_id: str) -> str:
     """Where a run's budget comes from, in words, for its record."""
-    if protocol != "full":
+    if protocol not in FRACTION_OF_FULL:
         return f"protocol {protocol!r} (marl_offline_bench.protocols.PROTOCOLS)"
     ref = reference_task(dataset_id)
-    if ref.updates is not None:
-        return ref.source
-    length, where = _mean_episode_length(dataset_id)
-    return f"{ref.source}; mean episode length {length:.2f} from {where}"
+    source = ref.source
+    if ref.updates is None:
+        length, where = _mean_episode_length(dataset_id)
+        source = f"{source}; mean episode length {length:.2f} from {where}"
+    share = FRACTION_OF_FULL[protocol]
+    return source if share == 1 else f"1/{share} of the updates of protocol 'full': {source}"
 
 
 def reference_overrides(protocol: str | None, dataset_id: str,
@@ -222,9 +235,9 @@ def reference_overrides(protocol: str | None, dataset_id: str,
 
     ``names`` are the settings an algorithm declares it takes from the reference code (its
     ``reference_settings``): the same name can mean another thing in a learner that is not
-    built on that code (MAICQ's ``batch_size`` counts windows). Empty except under ``full``:
-    the other protocols keep each algorithm's own defaults and per-dataset table.
+    built on that code (MAICQ's ``batch_size`` counts windows). Empty except under ``full`` and
+    ``tenth``: the other protocols keep each algorithm's own defaults and per-dataset table.
     """
-    if protocol != "full":
+    if protocol not in FRACTION_OF_FULL:
         return {}
     return {k: v for k, v in reference_task(dataset_id).settings.items() if k in names}

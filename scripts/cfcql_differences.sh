@@ -4,7 +4,9 @@
 # folder under OUT, so the runs resume independently; compare their records with the sweep's
 # record of the same run (the suite's settings).
 #
-#   bash scripts/cfcql_differences.sh mpe-pp-expert-v0 0 runs/cfcql-differences
+#   bash scripts/cfcql_differences.sh mpe-pp-expert-v0 0 runs/cfcql-differences [VARIANT ...]
+#
+# With no VARIANT, every variant runs in turn.
 set -uo pipefail
 dataset=${1:?usage: cfcql_differences.sh DATASET SEED OUT}
 seed=${2:?usage: cfcql_differences.sh DATASET SEED OUT}
@@ -14,8 +16,12 @@ declare -A variants=(
   [target-noise]="cfcql.target_noise=0.05 cfcql.target_noise_clip=100.0"  # N(0, 0.05), unclipped
   [input-norm]="cfcql.input_norm=True"                                     # BatchNorm on inputs
   [actor-mean]="cfcql.actor_loss_mean=True"                                # agents' mean actor loss
+  [policy-samples]="cfcql.policy_samples=True"  # CQL samples around pi too, as on MaMuJoCo
 )
-for name in target-noise input-norm actor-mean; do
+names=("${@:4}")
+((${#names[@]})) || names=(target-noise input-norm actor-mean policy-samples)
+for name in "${names[@]}"; do
+  [[ -v "variants[$name]" ]] || { echo "differences: no variant $name (${!variants[*]})" >&2; exit 2; }
   sets=()
   for pair in ${variants[$name]}; do sets+=(--set "$pair"); done
   marl-bench evaluate --algo cfcql --datasets "$dataset" --seeds "$seed," --protocol full \

@@ -1,4 +1,4 @@
-"""The `full` protocol is the reference code's budget, task by task."""
+"""The `full` protocol is the reference code's budget, task by task; `tenth` is a tenth of it."""
 import pytest
 
 from baselines.bc import BCContinuous
@@ -54,6 +54,18 @@ def test_full_configs_take_the_reference_settings():
         MAICQContinuous.config_for("mpe-cn-expert-v0").batch_size
     # quick keeps its CPU sizing
     assert CFCQLContinuous.config_for("mpe-cn-expert-v0", "quick").batch_size == 256
+
+
+def test_tenth_is_full_with_a_tenth_of_the_updates():
+    dataset_id = "mamujoco-halfcheetah_2x3-medium-v0"
+    full, tenth = protocol_budget("full", dataset_id), protocol_budget("tenth", dataset_id)
+    assert (tenth.updates, tenth.eval_every) == (50_001, 2_500)  # ceil(500,005 / 10), 25,000 / 10
+    assert tenth.updates // tenth.eval_every == full.updates // full.eval_every  # as many points
+    assert tenth.final_episodes == full.final_episodes
+    assert budget_source("tenth", dataset_id).startswith("1/10 of the updates of protocol 'full'")
+    # the settings are full's, the VAE-free lambda = 1/n included
+    assert CFCQLContinuous.config_for(dataset_id, "tenth") == \
+        CFCQLContinuous.config_for(dataset_id, "full")
 
 
 def test_dataset_ids_all_have_a_full_budget():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marl_offline_bench import BaseConfig, OfflineAlgorithm
+from marl_offline_bench import BaseConfig, OfflineAlgorithm, Progress, no_progress
 
 
 #: CPU sizing under the ``quick`` protocol, one rule for every learner so that their runs are

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marl_offline_bench import Progress, no_progress
 from marl_offline_bench.dataset import MARLDataset
 
 from marl_offline_bench.networks import (AgentwiseMLP, RNNAgent, agent_input_dim, build_agent_inputs, masked_mean,
@@ -80,12 +81,13 @@ class DiscreteBehaviour(nn.Module):
         return behaviour_cross_entropy(log_probs, batch.actions, batch.mask)
 
     def fit(self, dataset: MARLDataset, steps: int, batch_size: int = 32, lr: float = 1e-3,
-            grad_clip: float = 10.0, seed: int = 0, device: str = "cpu") -> float:
+            grad_clip: float = 10.0, seed: int = 0, device: str = "cpu",
+            progress: Progress = no_progress) -> float:
         """Train by Adam for ``steps`` updates on episode batches; returns the last loss."""
         optimiser = torch.optim.Adam(self.parameters(), lr=lr)
         sampler = dataset.sampler(batch_size, kind="episodes", seed=seed, device=device)
         loss = torch.tensor(float("nan"))
-        for _ in range(steps):
+        for _ in progress(range(steps), "behaviour model"):
             loss = self.loss(next(sampler))
             optimiser.zero_grad()
             loss.backward()
@@ -171,12 +173,12 @@ class VAEBehaviour(nn.Module):
         return weights.logsumexp(dim=1) - math.log(num_samples)
 
     def fit(self, dataset: MARLDataset, steps: int, batch_size: int = 256, lr: float = 1e-4,
-            seed: int = 0, device: str = "cpu") -> float:
+            seed: int = 0, device: str = "cpu", progress: Progress = no_progress) -> float:
         """Train by Adam for ``steps`` updates on transition batches; returns the last loss."""
         optimiser = torch.optim.Adam(self.parameters(), lr=lr)
         sampler = dataset.sampler(batch_size, kind="transitions", seed=seed, device=device)
         loss = torch.tensor(float("nan"))
-        for _ in range(steps):
+        for _ in progress(range(steps), "behaviour VAE"):
             batch = next(sampler)
             loss = self.elbo_loss(batch.states, batch.actions)
             optimiser.zero_grad()

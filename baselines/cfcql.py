@@ -66,7 +66,7 @@ from marl_offline_bench.registry import QUALITIES
 
 from .actor_critic_backbone import ActorCriticBackbone, RoundSchedule, target_policy_smoothing
 from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH,
-                   BaseConfig, OfflineAlgorithm, QMIXBackboneConfig)
+                   BaseConfig, OfflineAlgorithm, Progress, QMIXBackboneConfig, no_progress)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .qmix_backbone import QMIXBackbone, qmix_td_loss
 from .sampling_continuous import continuous_per_dataset
@@ -438,22 +438,24 @@ class CFCQLDiscrete(OfflineAlgorithm):
         self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
                                        device=cfg.device, n_actions=n_actions)
 
-    def fit_behaviour(self) -> float:
-        """Fit beta by cross-entropy (``bc_steps`` updates); runs at the first :meth:`update`."""
+    def fit_behaviour(self, progress: Progress = no_progress) -> float:
+        """Fit beta by cross-entropy (``bc_steps`` updates)."""
         cfg = self.config
         self.behaviour_loss = self.behaviour.fit(self.dataset, cfg.bc_steps, cfg.bc_batch_size,
-                                                 cfg.bc_lr, cfg.grad_clip, cfg.seed + 1, cfg.device)
+                                                 cfg.bc_lr, cfg.grad_clip, cfg.seed + 1, cfg.device,
+                                                 progress)
         self.behaviour_ready = True
         self.sampler.detach("log_beta")
         return self.behaviour_loss
 
     @torch.no_grad()
-    def behaviour_log_probs(self, chunk: int = 64) -> torch.Tensor:
+    def behaviour_log_probs(self, chunk: int = 64,
+                            progress: Progress = no_progress) -> torch.Tensor:
         """(N, n, A) log beta at every step of the dataset, in the dataset's transition order."""
         e, n_actions = self.dataset.episodes_data, self.info.n_actions
         table = torch.empty(e.n_transitions, self.info.n_agents, n_actions,
                             device=self.config.device)
-        for start in range(0, e.n_episodes, chunk):
+        for start in progress(range(0, e.n_episodes, chunk), "behaviour log-probabilities"):
             index = np.arange(start, min(start + chunk, e.n_episodes))
             batch = self.dataset.episode_batch(index)
             obs, actions = (torch.from_numpy(batch.observations).to(table.device),
@@ -467,12 +469,16 @@ class CFCQLDiscrete(OfflineAlgorithm):
             table[torch.from_numpy(rows[batch.mask]).to(table.device)] = log_beta[real]
         return table
 
-    def update(self) -> dict[str, float]:
+    def prepare(self, progress: Progress = no_progress) -> None:
+        """Fit beta, then (with ``cache_behaviour``) tabulate its log-probabilities once."""
         if not self.behaviour_ready:
-            self.fit_behaviour()
+            self.fit_behaviour(progress)
+        if self.config.cache_behaviour and "log_beta" not in self.sampler.extras:
+            self.sampler.attach("log_beta", self.behaviour_log_probs(progress=progress))
+
+    def update(self) -> dict[str, float]:
+        self.prepare()
         cfg = self.config
-        if cfg.cache_behaviour and "log_beta" not in self.sampler.extras:
-            self.sampler.attach("log_beta", self.behaviour_log_probs())
         batch = next(self.sampler)
         state, actions = batch.states, batch.actions.long()        # (B, T+1, S), (B, T, n)
         mask, avail = batch.mask, batch.avail_actions               # (B, T), (B, T+1, n, A)
@@ -593,11 +599,11 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
         # log density of a uniform draw on agent i's real action box [-1, 1]^{d_i}
         self.uniform_log_density = -self.action_mask.sum(-1) * math.log(2.0)          # (n,)
 
-    def fit_behaviour(self) -> float:
-        """Fit the VAE (``vae_steps`` updates); runs at the first :meth:`update`."""
+    def fit_behaviour(self, progress: Progress = no_progress) -> float:
+        """Fit the VAE (``vae_steps`` updates)."""
         cfg = self.config
         self.behaviour_loss = self.vae.fit(self.dataset, cfg.vae_steps, cfg.vae_batch_size,
-                                           cfg.vae_lr, cfg.seed + 1, cfg.device)
+                                           cfg.vae_lr, cfg.seed + 1, cfg.device, progress)
         self.behaviour_ready = True
         return self.behaviour_loss
 
@@ -640,9 +646,13 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
         """Whether lambda depends on beta: with tau = 0 it is 1/n whatever beta says."""
         return self.config.tau != 0.0
 
-    def update(self) -> dict[str, float]:
+    def prepare(self, progress: Progress = no_progress) -> None:
+        """Fit the VAE, where lambda needs it."""
         if not self.behaviour_ready and self.needs_behaviour:
-            self.fit_behaviour()
+            self.fit_behaviour(progress)
+
+    def update(self) -> dict[str, float]:
+        self.prepare()
         cfg = self.config
         batch = next(self.sampler)
         state, next_state = batch.states, batch.next_states               # (B, S)

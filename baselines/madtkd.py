@@ -66,7 +66,7 @@ from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import masked_argmax, masked_mean
 
-from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
+from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm, Progress, no_progress
 from .behaviour import masked_log_softmax
 
 __all__ = [
@@ -438,10 +438,14 @@ class MADTKDDiscrete(OfflineAlgorithm):
         return action_cross_entropy(logits, _per_agent(w.actions),
                                     avail, _shared(w.valid, n))
 
-    def fit_teacher(self) -> float:
-        """Train the teacher by cross-entropy (``teacher_steps`` updates); runs at the first
-        :meth:`update`."""
-        for _ in range(self.config.teacher_steps):
+    def prepare(self, progress: Progress = no_progress) -> None:
+        """Train the teacher, before the student's first update."""
+        if not self.teacher_ready:
+            self.fit_teacher(progress)
+
+    def fit_teacher(self, progress: Progress = no_progress) -> float:
+        """Train the teacher by cross-entropy (``teacher_steps`` updates)."""
+        for _ in progress(range(self.config.teacher_steps), "teacher"):
             loss = self.teacher_loss_on(self._windows())
             self._step(self.teacher_optimiser, self.teacher, loss)
             self.teacher_loss = loss.item()
@@ -450,8 +454,7 @@ class MADTKDDiscrete(OfflineAlgorithm):
         return self.teacher_loss
 
     def update(self) -> dict[str, float]:
-        if not self.teacher_ready:
-            self.fit_teacher()
+        self.prepare()
         cfg, n, n_actions = self.config, self.info.n_agents, self.info.n_actions
         w = self._windows()
         valid = _shared(w.valid, n)                                            # (B*n, K)

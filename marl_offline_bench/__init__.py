@@ -8,9 +8,9 @@ Typical use::
     mob.normalized_score("equal_line-n6-random-v0", returns)
     env = mob.make_env(data.task_id)                # a PettingZoo ParallelEnv
 """
-from .algorithms import (AlgorithmSpec, BaseConfig, OfflineAlgorithm, Unsupported,
+from .algorithms import (AlgorithmSpec, BaseConfig, OfflineAlgorithm, Progress, Unsupported,
                          algorithm_names, algorithm_registry, build_algorithm, display_name,
-                         get_algorithm)
+                         get_algorithm, no_progress)
 from .api import dataset_card, list_datasets, load
 from .collect import collect_dataset
 from .rollout import RandomPolicy, rollout
@@ -46,7 +46,7 @@ __all__ = [
     "make_env", "make_vec_env", "evaluate_policy", "EvaluationResult", "normalized_score",
     "reference_scores", "rollout", "RandomPolicy", "TaskInfo", "task_info",
     # algorithms and protocols
-    "OfflineAlgorithm", "BaseConfig", "AlgorithmSpec", "Unsupported", "algorithm_registry",
-    "algorithm_names", "get_algorithm", "build_algorithm", "display_name", "PROTOCOLS",
+    "OfflineAlgorithm", "BaseConfig", "Progress", "no_progress", "AlgorithmSpec", "Unsupported",
+    "algorithm_registry", "algorithm_names", "get_algorithm", "build_algorithm", "display_name", "PROTOCOLS",
     "REFERENCE", "Budget", "protocol_budget",
 ]

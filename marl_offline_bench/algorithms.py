@@ -22,7 +22,7 @@ import functools
 import importlib
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -33,12 +33,22 @@ from .protocols import FRACTION_OF_FULL, reference_overrides
 
 __all__ = ["BaseConfig", "OfflineAlgorithm", "AlgorithmSpec", "ENTRY_POINT_GROUP",
            "algorithm_registry", "get_algorithm", "algorithm_names", "resolve_algorithms",
-           "display_name", "is_ablation", "build_algorithm", "Unsupported"]
+           "display_name", "is_ablation", "build_algorithm", "Unsupported", "Progress",
+           "no_progress"]
 
 ENTRY_POINT_GROUP = "marl_offline_bench.algorithms"
 
 
 # -- what an algorithm is ------------------------------------------------------------------------
+#: Wraps the steps of a one-off fit, with what it fits in words, for a progress display:
+#: ``for _ in progress(range(steps), "behaviour model"): ...``.
+Progress = Callable[[Iterable[int], str], Iterable[int]]
+
+
+def no_progress(steps: Iterable[int], what: str) -> Iterable[int]:
+    return steps
+
+
 @dataclass
 class BaseConfig:
     """Fields every algorithm's config has."""
@@ -98,6 +108,12 @@ class OfflineAlgorithm(abc.ABC):
         return cls.Config(**{**cls.per_dataset.get(dataset_id, {}),
                              **reference_overrides(protocol, dataset_id, taken),
                              **cls.protocol_overrides.get(sizing, {}), **overrides})
+
+    def prepare(self, progress: Progress = no_progress) -> None:
+        """One-off work before the first update: fitting a behaviour model or a teacher.
+
+        :meth:`update` calls it, so calling it first only lets a caller show its progress. It
+        does nothing once done, and a resumed run restores that it was done."""
 
     @abc.abstractmethod
     def update(self) -> dict[str, float]:

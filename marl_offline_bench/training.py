@@ -99,6 +99,7 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
     step, elapsed = _resume(job, algo, checkpoints, config, record)
     started, window = time.time(), []
     evaluate = _EvaluationClock(entry.task_id, spent=record.eval_time_s or 0.0)
+    algo.prepare(progress=_fit_progress(job))
     bar = _progress(job, step)
     try:
         while step < budget.updates:
@@ -235,6 +236,17 @@ def _progress(job: RunJob, step: int):
 
     return tqdm(total=job.budget.updates, initial=step, desc=job.key, unit="upd",
                 disable=not job.show_progress, leave=False, dynamic_ncols=True)
+
+
+def _fit_progress(job: RunJob):
+    """A bar for each one-off fit of :meth:`OfflineAlgorithm.prepare` (a behaviour model can
+    take a minute before the first update)."""
+    from tqdm.auto import tqdm
+
+    def progress(steps, what: str):
+        return tqdm(steps, desc=f"{job.key}: {what}", unit="step", disable=not job.show_progress,
+                    leave=False, dynamic_ncols=True)
+    return progress
 
 
 def _say(job: RunJob, line: str) -> None:

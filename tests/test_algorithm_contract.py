@@ -73,6 +73,24 @@ def test_smoke_checkpoint_and_resume(name, discrete):
         assert resumed[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
 
 
+@pytest.mark.parametrize("name, discrete", PAIRS,
+                         ids=[f"{n}-{'discrete' if d else 'continuous'}" for n, d in PAIRS])
+def test_prepare_does_its_one_off_fits_once(name, discrete):
+    _, algo = _build(name, discrete)
+    shown = []
+
+    def progress(steps, what):
+        for step in steps:
+            shown.append(what)
+            yield step
+
+    algo.prepare(progress)
+    fitted = list(shown)
+    algo.prepare(progress)
+    algo.update()  # update() prepares too, and finds nothing left to do
+    assert shown == fitted
+
+
 @pytest.mark.parametrize("name, discrete", REFUSED,
                          ids=[f"{n}-{'discrete' if d else 'continuous'}" for n, d in REFUSED])
 def test_unsupported_pairings_are_refused_before_any_work(name, discrete, monkeypatch):

@@ -323,6 +323,16 @@ def test_cached_behaviour_log_probs_match_the_network():
     assert torch.isfinite(batch.extras["log_beta"]).all()
 
 
+def test_prepare_shows_the_behaviour_fit_and_its_table():
+    info = discrete_task()
+    algo = CFCQLDiscrete(info, discrete_dataset(info), CFCQLDiscrete.Config(**TINY_DISCRETE))
+    shown = []
+    algo.prepare(lambda steps, what: (shown.append(what) or step for step in steps))
+    assert shown.count("behaviour model") == algo.config.bc_steps
+    assert shown.count("behaviour log-probabilities") >= 1  # chunks of 64 episodes
+    assert algo.behaviour_ready and "log_beta" in algo.sampler.extras
+
+
 def test_greedy_policy_respects_available_actions():
     agent = RNNAgent(3 + 5 + 2, 5, 8)
     policy = RecurrentGreedyPolicy(agent, 2, 5)

@@ -90,6 +90,44 @@ class ContinuousBackboneConfig(BaseConfig):
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
 
 
+@dataclass
+class ContinuousCQLConfig(ContinuousBackboneConfig):
+    """What the conservative learners on the continuous backbone share (ICQL, OMAR, MACQL,
+    CFCQL): the conservative term's weight and samples, TD3's target smoothing, the gradient
+    clip and the actors' action penalty. Defaults: the authors' MPE settings."""
+
+    alpha: float = 1.0
+    """Weight of the conservative term (per dataset)."""
+    num_sampled_actions: int = 10
+    """M, actions drawn per source for the conservative term's logsumexp (per agent, or joint
+    actions where the critic scores joint actions only)."""
+    policy_samples: bool = True
+    """Besides uniform samples, draw around the policy's actions at o and o' (False: uniform
+    only, as the code does on MPE)."""
+    sample_noise: float = 0.2
+    """Standard deviation of the Gaussian around the policy's actions in those samples."""
+    target_noise: float = 0.2
+    """Standard deviation of the target policy smoothing noise."""
+    target_noise_clip: float = 0.5
+    """Clip of the target policy smoothing noise."""
+    grad_clip: float = 0.5
+    """Gradient-norm clip of the critics and of each actor."""
+    action_reg: float = 1e-3
+    """Weight of the actors' mean squared action penalty."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_sampled_actions < 1:
+            raise ValueError(f"{type(self).__name__}.num_sampled_actions must be at least 1, "
+                             f"got {self.num_sampled_actions}")
+        for name in ("grad_clip", "sample_noise"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{type(self).__name__}.{name} must be positive, got "
+                                 f"{getattr(self, name)}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be non-negative, got {self.alpha}")
+
+
 #: What an actor-critic learner (per-agent actors, a central critic, their targets and
 #: optimisers) keeps in its checkpoints.
 ACTOR_CRITIC_CHECKPOINT: tuple[str, ...] = ("actors", "critic", "target_actors", "target_critic",
@@ -97,5 +135,6 @@ ACTOR_CRITIC_CHECKPOINT: tuple[str, ...] = ("actors", "critic", "target_actors",
 
 
 __all__ = ["BaseConfig", "OfflineAlgorithm", "QMIXBackboneConfig", "ContinuousBackboneConfig",
+           "ContinuousCQLConfig",
            "QUICK_EPISODE_BATCH", "QUICK_TRANSITION_BATCH", "CONTINUOUS_REFERENCE_SETTINGS",
            "ACTOR_CRITIC_CHECKPOINT"]

@@ -66,7 +66,8 @@ from marl_offline_bench.registry import QUALITIES
 
 from .actor_critic_backbone import ActorCriticBackbone, RoundSchedule, target_policy_smoothing
 from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH,
-                   BaseConfig, OfflineAlgorithm, Progress, QMIXBackboneConfig, no_progress)
+                   BaseConfig, ContinuousCQLConfig, OfflineAlgorithm, Progress,
+                   QMIXBackboneConfig, no_progress)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .qmix_backbone import QMIXBackbone, qmix_td_loss
 from .sampling_continuous import continuous_per_dataset
@@ -167,41 +168,16 @@ class CFCQLDiscreteConfig(QMIXBackboneConfig):
 
 
 @dataclass
-class CFCQLContinuousConfig(BaseConfig):
-    """Continuous CFCQL on the central twin critic. Defaults: the code's MPE settings."""
+class CFCQLContinuousConfig(ContinuousCQLConfig):
+    """Continuous CFCQL on the central twin critic; its conservative term draws counterfactual
+    actions per agent. Defaults: the code's MPE settings."""
 
-    batch_size: int = 1024
-    """Transitions per update."""
-    hidden_dim: int = 64
-    """Hidden width of the actors and critics (MPE 64, HalfCheetah 256)."""
-    lr: float = 1e-3
-    """Adam learning rate of actors and critic."""
-    target_rate: float = 0.01
-    """Polyak rate of the target networks, applied once per round."""
-    gamma: float = 0.95
-    """Discount (per task; the code ran 0.95 everywhere)."""
-    alpha: float = 1.0
-    """Weight of the counterfactual conservative term (per dataset)."""
     tau: float = 1.0
     """Temperature of lambda = softmax_i(sign * tau * d_i), d_i = -log beta_i(pi_i(o_i) | s)."""
     sign: int = -1
     """-1: the paper (less weight on the agent whose action is least likely under beta); +1."""
-    num_sampled_actions: int = 10
-    """M, counterfactual actions drawn per agent and per source."""
-    policy_samples: bool = True
-    """Besides uniform samples, draw around pi_i(o_i) and pi_i(o'_i) (False: uniform only)."""
-    sample_noise: float = 0.2
-    """Standard deviation of the Gaussian around the policy's actions in the CQL samples."""
-    target_noise: float = 0.2
-    """Standard deviation of the target policy smoothing noise."""
-    target_noise_clip: float = 0.5
-    """Clip of the target policy smoothing noise."""
     critic_updates_per_round: int = 5
     """Updates per round: the first updates critic and actors, the others the critic only."""
-    grad_clip: float = 0.5
-    """Gradient-norm clip of the critic and of each actor."""
-    action_reg: float = 1e-3
-    """Weight of the actors' mean squared action penalty."""
     actor_loss_mean: bool = False
     """Average the agents' actor losses before the per-agent gradient clip, as the code does
     (False: sum them, each actor then gets its own loss's gradient at full scale)."""
@@ -225,11 +201,10 @@ class CFCQLContinuousConfig(BaseConfig):
     """L, importance samples per estimate of log beta_i."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_common(self)
-        if not 0.0 < self.target_rate <= 1.0:
-            raise ValueError(f"target_rate must lie in (0, 1], got {self.target_rate}")
-        for name in ("hidden_dim", "num_sampled_actions", "critic_updates_per_round",
-                     "vae_hidden_dim", "vae_batch_size", "vae_samples"):
+        for name in ("critic_updates_per_round", "vae_hidden_dim", "vae_batch_size",
+                     "vae_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vae_steps < 0 or self.vae_latent_dim < 0:
@@ -237,15 +212,13 @@ class CFCQLContinuousConfig(BaseConfig):
 
 
 def _check_common(config) -> None:
+    """What both CFCQL configs add to their backbone's checks: lambda's sign and temperature,
+    and the conservative weight."""
     if config.sign not in (-1, 1):
         raise ValueError(f"sign must be -1 (the paper) or +1 (the authors' code), "
                          f"got {config.sign}")
     if config.tau < 0 or config.alpha < 0:
         raise ValueError(f"alpha and tau must be non-negative, got {config.alpha}, {config.tau}")
-    if not 0.0 <= config.gamma <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1], got {config.gamma}")
-    if config.batch_size < 1 or config.lr <= 0 or config.grad_clip <= 0:
-        raise ValueError("batch_size, lr and grad_clip must be positive")
 
 
 # =================================================================================================

@@ -56,7 +56,7 @@ from marl_offline_bench.policies import DeterministicActorPolicy
 from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
                                     twin_td_loss, twin_td_targets)
 from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
-                   BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm)
+                   BaseConfig, ContinuousCQLConfig, OfflineAlgorithm)
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
@@ -71,50 +71,18 @@ __all__ = [
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class ICQLConfig(ContinuousBackboneConfig):
-    """Independent CQL(H) with TD3 actors. Defaults: the OMAR code's, backbone MPE sizes."""
+class ICQLConfig(ContinuousCQLConfig):
+    """Independent CQL(H) with TD3 actors, each agent's CQL samples its own actions. Defaults:
+    the OMAR code's, backbone MPE sizes."""
 
-    alpha: float = 1.0
-    """Weight of the CQL(H) term (per dataset)."""
-    num_sampled_actions: int = 10
-    """M, actions drawn per agent and per source for the logsumexp."""
-    policy_samples: bool = True
-    """Besides uniform samples, draw around pi_i(o_i) and pi_i(o'_i) (False: uniform only, as
-    the code does on MPE)."""
-    sample_noise: float = 0.2
-    """Standard deviation of the Gaussian around the policy's actions in the CQL samples."""
-    target_noise: float = 0.2
-    """Standard deviation of the target policy smoothing noise."""
-    target_noise_clip: float = 0.5
-    """Clip of the target policy smoothing noise."""
     policy_delay: int = 1
     """Critic updates per actor update."""
-    grad_clip: float = 0.5
-    """Gradient-norm clip of each agent's critic and of each actor."""
-    action_reg: float = 1e-3
-    """Weight of the actors' mean squared action penalty."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_continuous_config(self)
-
-
-def check_continuous_config(config: Any) -> None:
-    """Validate the fields the continuous CQL-family configs share (raises ValueError)."""
-    for name in ("batch_size", "hidden_dim", "num_sampled_actions", "policy_delay"):
-        if getattr(config, name, 1) < 1:
-            raise ValueError(f"{type(config).__name__}.{name} must be at least 1, got "
-                             f"{getattr(config, name)}")
-    for name in ("lr", "grad_clip", "sample_noise"):
-        if getattr(config, name) <= 0:
-            raise ValueError(f"{type(config).__name__}.{name} must be positive, got "
-                             f"{getattr(config, name)}")
-    if config.alpha < 0:
-        raise ValueError(f"alpha must be non-negative, got {config.alpha}")
-    if not 0.0 < config.target_rate <= 1.0:
-        raise ValueError(f"target_rate must lie in (0, 1], got {config.target_rate}")
-    if not 0.0 <= config.gamma <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1], got {config.gamma}")
+        if self.policy_delay < 1:
+            raise ValueError(f"{type(self).__name__}.policy_delay must be at least 1, got "
+                             f"{self.policy_delay}")
 
 
 #: The OMAR code's CQL alpha per task and quality (its ``env_config_map``, shared by ICQL/OMAR).

@@ -46,8 +46,8 @@ from marl_offline_bench.policies import DeterministicActorPolicy
 from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
                                     twin_td_loss, twin_td_targets)
 from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
-                   BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm)
-from .icql import check_continuous_config, cql_action_samples, cql_h_penalty
+                   BaseConfig, ContinuousCQLConfig, OfflineAlgorithm)
+from .icql import cql_action_samples, cql_h_penalty
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = ["MACQLContinuous", "MACQLContinuousConfig", "PER_DATASET",
@@ -58,31 +58,15 @@ __all__ = ["MACQLContinuous", "MACQLContinuousConfig", "PER_DATASET",
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class MACQLContinuousConfig(ContinuousBackboneConfig):
-    """MACQL on the central twin critic. Defaults: the CFCQL code's MPE settings."""
+class MACQLContinuousConfig(ContinuousCQLConfig):
+    """MACQL on the central twin critic, its CQL samples joint actions. Defaults: the CFCQL
+    code's MPE settings."""
 
-    alpha: float = 1.0
-    """Weight of the CQL(H) term (per dataset)."""
-    num_sampled_actions: int = 10
-    """M, joint actions drawn per source for the logsumexp."""
-    policy_samples: bool = True
-    """Besides uniform samples, draw around pi(o) and pi(o') (False: uniform only)."""
-    sample_noise: float = 0.2
-    """Standard deviation of the Gaussian around the policy's actions in the CQL samples."""
-    target_noise: float = 0.2
-    """Standard deviation of the target policy smoothing noise."""
-    target_noise_clip: float = 0.5
-    """Clip of the target policy smoothing noise."""
     critic_updates_per_round: int = 5
     """Updates per round: the first updates critic and actors, the others the critic only."""
-    grad_clip: float = 0.5
-    """Gradient-norm clip of the critic and of each actor."""
-    action_reg: float = 1e-3
-    """Weight of the actors' mean squared action penalty."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_continuous_config(self)
         if self.critic_updates_per_round < 1:
             raise ValueError(f"critic_updates_per_round must be at least 1, got "
                              f"{self.critic_updates_per_round}")

@@ -567,7 +567,9 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
         return None
     plt = _pyplot()
     colours = {algo: f"C{k % 10}" for k, algo in enumerate(sorted(done.algo.unique()))}
-    fig, axes = plt.subplots(1, len(qualities), figsize=(4 * len(qualities), 3.2), squeeze=False)
+    # wide enough for the title and the legend beside a single panel
+    width = max(6.5, 4.5 * len(qualities))
+    fig, axes = plt.subplots(1, len(qualities), figsize=(width, 3.4), squeeze=False)
     for ax, quality in zip(axes.ravel(), qualities):
         mine = done[done.quality == quality]
         for algo, group in mine.groupby("algo", sort=True):
@@ -581,6 +583,7 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
         if None not in data:
             ax.plot(per_n.index, data, ls="--", color="grey", marker=".", label="data")
         ax.set_title(quality, fontsize=9)
+        ax.set_xticks(sorted(mine.n_agents.unique()))
         ax.set_xlabel("agents n")
         ax.set_ylabel("normalised score" if set(mine.metric) == {"normalized"} else "score")
         ax.axhline(0.0, color="grey", lw=0.5)
@@ -590,8 +593,8 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
             legend.setdefault(label, handle)
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0.0, 0.0, 0.88 if legend else 1.0, 1.0))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.5 / width if legend else 1.0, 1.0))  # 1.5 in: legend
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -17,9 +17,11 @@ declare -A variants=(
   [input-norm]="cfcql.input_norm=True"                                     # BatchNorm on inputs
   [actor-mean]="cfcql.actor_loss_mean=True"                                # agents' mean actor loss
   [policy-samples]="cfcql.policy_samples=True"  # CQL samples around pi too, as on MaMuJoCo
+  # the code's three settings at once: they may matter only together
+  [reference]="cfcql.target_noise=0.05 cfcql.target_noise_clip=100.0 cfcql.input_norm=True cfcql.actor_loss_mean=True"
 )
 names=("${@:4}")
-((${#names[@]})) || names=(target-noise input-norm actor-mean policy-samples)
+((${#names[@]})) || names=(target-noise input-norm actor-mean policy-samples reference)
 for name in "${names[@]}"; do
   [[ -v "variants[$name]" ]] || { echo "differences: no variant $name (${!variants[*]})" >&2; exit 2; }
   sets=()

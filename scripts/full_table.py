@@ -1,0 +1,73 @@
+"""Print the README's table of the `full` sweep so far: each dataset with a `full` record, the
+`full` score of each algorithm (seed mean, with ↑ where the cell was still rising at its end and
+‡ where a seed trained on non-canonical bytes), the `quick` mean ± std beside it, the budget and
+CFCQL's wall time.
+
+    python scripts/full_table.py [LEADERBOARDS] [--algos cfcql,bc,matd3-bc,macql]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from marl_offline_bench import display_name
+from marl_offline_bench.leaderboard import (cell_still_rising, load_records, markdown_table,
+                                            runs_frame)
+from marl_offline_bench.registry import get_dataset
+
+QUICK_BESIDE = ("cfcql", "bc")  # the quick columns the README shows beside the full ones
+
+
+def full_cell(group: pd.DataFrame) -> str:
+    mean = group.score.mean()
+    marks = (" ↑" if cell_still_rising(list(group.still_rising)) else "") + \
+        (" ‡" if (group.canonical_data == False).any() else "")  # noqa: E712 (None: unknown)
+    seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+    return f"{mean:.1f}{seeds}{marks}"
+
+
+def quick_cell(group: pd.DataFrame) -> str:
+    return f"{group.score.mean():.1f} ± {group.score.std(ddof=0):.1f}"
+
+
+def table(runs: pd.DataFrame, algos: list[str]) -> pd.DataFrame:
+    done = runs[runs.status == "done"]
+    full, quick = done[done.protocol == "full"], done[done.protocol == "quick"]
+    rows = []
+    for dataset_id in sorted(full.dataset_id.unique(), key=_dataset_order):
+        mine, theirs = full[full.dataset_id == dataset_id], quick[quick.dataset_id == dataset_id]
+        row = {"dataset": dataset_id.removesuffix("-v0")}
+        for algo in algos:
+            cell = mine[mine.algo == algo]
+            row[f"{display_name(algo)} `full`"] = full_cell(cell) if len(cell) else ""
+        for algo in QUICK_BESIDE:
+            cell = theirs[theirs.algo == algo]
+            row[f"{display_name(algo)} `quick`"] = quick_cell(cell) if len(cell) else ""
+        row["updates"] = f"{mine.budget.iloc[0][0]:,}"
+        cfcql = mine[mine.algo == "cfcql"].wall_time_s
+        row["CFCQL wall time"] = f"{cfcql.mean() / 60:.0f} min" if len(cfcql) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _dataset_order(dataset_id: str) -> tuple:
+    entry = get_dataset(dataset_id)
+    qualities = ("random", "medium-replay", "medium", "expert", "mixed")
+    family_first = ("mpe", "equal_line", "mamujoco", "smac")
+    return (family_first.index(entry.task.family), entry.task_id,
+            qualities.index(entry.quality) if entry.quality in qualities else 99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default="leaderboards")
+    parser.add_argument("--algos", default="cfcql,bc,matd3-bc,macql")
+    args = parser.parse_args()
+    runs = runs_frame(load_records(Path(args.out)))
+    print(markdown_table(table(runs, args.algos.split(","))))
+
+
+if __name__ == "__main__":
+    main()

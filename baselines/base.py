@@ -62,6 +62,46 @@ class QMIXBackboneConfig(BaseConfig):
 
 
 @dataclass
+class DiscreteActorCriticConfig(BaseConfig):
+    """What the discrete actor-critic learners share (MAICQ, OMAR): a GRU actor trained by
+    RMSprop, a critic with TD(lambda) targets and hard target copies. Each sets its own
+    defaults."""
+
+    batch_size: int = 32
+    """Episodes per update."""
+    actor_lr: float = 5e-4
+    """RMSprop learning rate of the actor."""
+    critic_lr: float = 1e-4
+    """Learning rate of the critic (and mixer, where there is one)."""
+    rmsprop_alpha: float = 0.99
+    """Smoothing constant of RMSprop."""
+    rmsprop_eps: float = 1e-5
+    """Epsilon of RMSprop."""
+    grad_clip: float = 10.0
+    """Gradient-norm clip of the actor and of the critic."""
+    gamma: float = 0.99
+    """Discount (per task; 0.99 on every discrete task)."""
+    td_lambda: float = 0.6
+    """lambda of the critic's TD(lambda) targets."""
+    target_update_interval: int = 25
+    """Updates between hard copies of the critic into its target."""
+    hidden_dim: int = 64
+    """Width of the actor's GRU network."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.td_lambda <= 1.0:
+            raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
+        for name in ("actor_lr", "critic_lr", "grad_clip", "rmsprop_eps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("batch_size", "target_update_interval", "hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
 class ContinuousBackboneConfig(BaseConfig):
     """The actor/central-critic backbone of the continuous learners (ALGORITHMS.md; MPE sizes
     by default, each algorithm's per-dataset table sets HalfCheetah's)."""
@@ -135,6 +175,6 @@ ACTOR_CRITIC_CHECKPOINT: tuple[str, ...] = ("actors", "critic", "target_actors",
 
 
 __all__ = ["BaseConfig", "OfflineAlgorithm", "QMIXBackboneConfig", "ContinuousBackboneConfig",
-           "ContinuousCQLConfig",
+           "ContinuousCQLConfig", "DiscreteActorCriticConfig",
            "QUICK_EPISODE_BATCH", "QUICK_TRANSITION_BATCH", "CONTINUOUS_REFERENCE_SETTINGS",
            "ACTOR_CRITIC_CHECKPOINT"]

@@ -59,7 +59,7 @@ from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_
                        masked_mean, td_lambda_targets)
 from marl_offline_bench.policies import RecurrentGreedyPolicy
 
-from .base import BaseConfig, OfflineAlgorithm
+from .base import BaseConfig, DiscreteActorCriticConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
 
 __all__ = [
@@ -74,30 +74,14 @@ __all__ = [
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class MAICQConfig(BaseConfig):
-    """Discrete MAICQ. Defaults: the authors' code (ICQ-MA ``offpg_smac.yaml``, ``default.yaml``).
-    """
+class MAICQConfig(DiscreteActorCriticConfig):
+    """Discrete MAICQ. Defaults: the authors' code (ICQ-MA ``offpg_smac.yaml``, ``default.yaml``);
+    its critic and mixer train by RMSprop too."""
 
-    batch_size: int = 32
-    """Episodes per update."""
-    actor_lr: float = 5e-4
-    """RMSprop learning rate of the actor."""
-    critic_lr: float = 1e-4
-    """RMSprop learning rate of the critic and mixer."""
-    rmsprop_alpha: float = 0.99
-    """Smoothing constant of RMSprop."""
-    rmsprop_eps: float = 1e-5
-    """Epsilon of RMSprop."""
     grad_clip: float = 20.0
     """Gradient-norm clip of the actor and of critic + mixer."""
-    gamma: float = 0.99
-    """Discount (per task; 0.99 on every discrete task)."""
     td_lambda: float = 0.8
     """lambda of the critic's TD(lambda) targets."""
-    target_update_interval: int = 25
-    """Updates between hard copies of critic and mixer into their targets."""
-    hidden_dim: int = 64
-    """Width of the actor's GRU network."""
     critic_hidden_dim: int = 256
     """Width of the critic's two hidden layers."""
     mixing_dim: int = 32
@@ -111,18 +95,11 @@ class MAICQConfig(BaseConfig):
     (the authors' code)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.beta_critic <= 0 or self.beta_actor <= 0:
             raise ValueError(f"beta_critic and beta_actor must be positive, got "
                              f"{self.beta_critic}, {self.beta_actor}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
-        if not 0.0 <= self.td_lambda <= 1.0:
-            raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
-        for name in ("actor_lr", "critic_lr", "grad_clip", "rmsprop_eps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("batch_size", "target_update_interval", "hidden_dim", "critic_hidden_dim",
-                     "mixing_dim"):
+        for name in ("critic_hidden_dim", "mixing_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 

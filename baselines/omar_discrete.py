@@ -56,7 +56,7 @@ from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_
                        masked_argmax, masked_fill_unavailable, masked_mean, td_lambda_targets)
 from marl_offline_bench.policies import RecurrentGreedyPolicy
 
-from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
+from .base import QUICK_EPISODE_BATCH, BaseConfig, DiscreteActorCriticConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
 
 __all__ = [
@@ -71,49 +71,25 @@ __all__ = [
 # Config and per-dataset table
 # =================================================================================================
 @dataclass
-class OMARDiscreteConfig(BaseConfig):
-    """Discrete OMAR. Defaults: the reference code's ``baseline_omar.yaml``."""
+class OMARDiscreteConfig(DiscreteActorCriticConfig):
+    """Discrete OMAR. Defaults: the reference code's ``baseline_omar.yaml``; its critic, a GRU
+    of the actor's width, trains by Adam."""
 
     batch_size: int = 128
     """Episodes per update."""
     actor_lr: float = 1e-4
     """RMSprop learning rate of the actor."""
-    critic_lr: float = 1e-4
-    """Adam learning rate of the critic."""
-    rmsprop_alpha: float = 0.99
-    """Smoothing constant of the actor's RMSprop."""
-    rmsprop_eps: float = 1e-5
-    """Epsilon of the actor's RMSprop."""
-    grad_clip: float = 10.0
-    """Gradient-norm clip of the actor and of the critic."""
-    gamma: float = 0.99
-    """Discount (per task; 0.99 on every discrete task)."""
-    td_lambda: float = 0.6
-    """lambda of the critic's TD(lambda) targets."""
-    target_update_interval: int = 25
-    """Updates between hard copies of the critic into its target."""
-    hidden_dim: int = 64
-    """Width of the actor's and critic's GRU networks."""
     cql_alpha: float = 5.0
     """Weight of each agent's CQL(H) term."""
     omar_coe: float = 0.5
     """c, the weight of the rectification term in the actor loss (1 - c weighs the Q term)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 <= self.omar_coe <= 1.0:
             raise ValueError(f"omar_coe must lie in [0, 1], got {self.omar_coe}")
         if self.cql_alpha < 0:
             raise ValueError(f"cql_alpha must be non-negative, got {self.cql_alpha}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
-        if not 0.0 <= self.td_lambda <= 1.0:
-            raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
-        for name in ("actor_lr", "critic_lr", "grad_clip", "rmsprop_eps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("batch_size", "target_update_interval", "hidden_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 #: dataset id -> overrides. Empty: the reference code uses one setting for every dataset.

@@ -47,6 +47,6 @@ __all__ = [
     "reference_scores", "rollout", "RandomPolicy", "TaskInfo", "task_info",
     # algorithms and protocols
     "OfflineAlgorithm", "BaseConfig", "Progress", "no_progress", "AlgorithmSpec", "Unsupported",
-    "algorithm_registry", "algorithm_names", "get_algorithm", "build_algorithm", "display_name", "PROTOCOLS",
-    "REFERENCE", "Budget", "protocol_budget",
+    "algorithm_registry", "algorithm_names", "get_algorithm", "build_algorithm", "display_name",
+    "PROTOCOLS", "REFERENCE", "Budget", "protocol_budget",
 ]

@@ -39,6 +39,10 @@ ALGORITHMS: list[AlgorithmSpec] = [
     # lambda from the behaviour VAE with the paper's sign, at tau 1 (the code's --cf_tau)
     AlgorithmSpec("cfcql_vae", "CFCQL (VAE lambda)", continuous="baselines.cfcql:CFCQLContinuous",
                   settings={"tau": 1.0}, ablation=True),
+    # the CQL term also samples around pi(o) and pi(o') on MPE (the code does on MaMuJoCo only)
+    AlgorithmSpec("cfcql_policy_samples", "CFCQL (policy samples)",
+                  continuous="baselines.cfcql:CFCQLContinuous",
+                  settings={"policy_samples": True}, ablation=True),
     AlgorithmSpec("cfcql_alpha_half", "CFCQL (alpha / 2)",
                   discrete="baselines.cfcql:CFCQLDiscrete",
                   continuous="baselines.cfcql:CFCQLContinuous", scale={"alpha": 0.5},

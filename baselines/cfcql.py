@@ -32,8 +32,8 @@ Deviations from the reference code (each one chosen, not forced, unless said):
   (``bc_steps``), where the code stops once the loss has not improved for 20 updates.
   TD(lambda) targets treat truncated episodes shorter than the batch correctly
   (:func:`~baselines.networks.td_lambda_targets`).
-* Continuous: beta_i comes from one VAE per agent on (s, a_i) (the code: one VAE on (s, a) read
-  per agent, see :mod:`baselines.behaviour`); the VAE trains inside the learner at the start.
+* Continuous: beta_i comes, as in the code, from one VAE on (s, a) read per agent (see
+  :mod:`baselines.behaviour`); it trains inside the learner at the start (the code: beforehand).
   Counterfactual samples come from three sources (uniform, around pi at s, around pi at s'), as
   the code does on HalfCheetah; its MPE branch used uniform samples only (``policy_samples``).
   The other agents keep their exact dataset actions (the code adds 1e-5 uniform noise on
@@ -190,7 +190,7 @@ class CFCQLContinuousConfig(ContinuousCQLConfig):
     vae_hidden_dim: int = 750
     """Hidden width of the VAE's encoder and decoder."""
     vae_latent_dim: int = 0
-    """VAE latent size; 0 means twice the action size."""
+    """VAE latent size; 0 means twice the joint action size, as in the code."""
     vae_kl_weight: float = 0.5
     """KL weight of the VAE loss (also sets the decoder's std, sqrt(weight / 4))."""
     vae_lr: float = 1e-4
@@ -539,7 +539,7 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
     Config: ClassVar[type[BaseConfig]] = CFCQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = CONTINUOUS_PER_DATASET
     reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
-    # The authors' VAE (hidden 750, 20 importance samples, 1e5 steps) costs about 1.7 s per
+    # The authors' VAE (hidden 750, 20 importance samples, 1e5 steps) adds about 1 s to a World
     # update on a 2-core CPU; `quick` uses a small one so that every dataset fits the budget.
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"vae_steps": 20, "vae_hidden_dim": 32, "vae_samples": 2, "batch_size": 64},

@@ -37,7 +37,7 @@ __all__ = [
     "masked_argmax", "masked_fill_unavailable", "td_lambda_targets", "masked_mean",
     "UNAVAILABLE_Q",
     # continuous (OMAR)
-    "AgentwiseLinear", "AgentwiseMLP", "AgentwiseBatchNorm", "FeatureBatchNorm", "AgentActors",
+    "mlp", "AgentwiseLinear", "AgentwiseMLP", "AgentwiseBatchNorm", "FeatureBatchNorm", "AgentActors",
     "TwinCritic",
     # helpers
     "hard_update", "soft_update", "make_target", "clip_grad_norm_agentwise_",
@@ -225,6 +225,15 @@ def td_lambda_targets(rewards: torch.Tensor, terminals: torch.Tensor, mask: torc
 
 
 # -- continuous: per-agent MLPs -------------------------------------------------------------------
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
+    """Linear layers with ReLU between them: in -> hidden (x n_hidden) -> out."""
+    dims = [in_dim] + [hidden_dim] * n_hidden
+    layers: list[nn.Module] = []
+    for a, b in zip(dims, dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
+
+
 class AgentwiseLinear(nn.Module):
     """n independent linear layers run as one batched product: (..., n, in) -> (..., n, out).
 

@@ -32,8 +32,8 @@ done
 # HalfCheetah's `full` is a cluster job (docs/cluster.md): here a tenth of it, one seed, about
 # 5 CPU-hours a run, after every seed of the questions the leaderboards answer
 protocol=tenth run --algo cfcql,matd3-bc --datasets "$cheetah" --seeds 0,
-# The paper's behaviour VAE costs about 17 CPU-hours a World run: last of the questions asked,
-# and better sent to a GPU (docs/cluster.md) when one is at hand.
+# The paper's behaviour VAE costs 5-10 CPU-hours a World run: last of the questions asked, and
+# better sent to a GPU (docs/cluster.md) when one is at hand.
 for seed in 0 1 2; do
   run --algo cfcql_vae,cfcql_sign_plus --datasets "$lambda_sets" --seeds "$seed,"
 done

@@ -8,6 +8,7 @@ CFCQL's wall time.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +57,9 @@ def _dataset_order(dataset_id: str) -> tuple:
     entry = get_dataset(dataset_id)
     qualities = ("random", "medium-replay", "medium", "expert", "mixed")
     family_first = ("mpe", "equal_line", "mamujoco", "smac")
-    return (family_first.index(entry.task.family), entry.task_id,
+    task_key = tuple(int(part) if part.isdigit() else part       # n2 before n10
+                     for part in re.split(r"(\d+)", entry.task_id))
+    return (family_first.index(entry.task.family), task_key,
             qualities.index(entry.quality) if entry.quality in qualities else 99)
 
 

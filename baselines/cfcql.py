@@ -38,9 +38,10 @@ Deviations from the reference code (each one chosen, not forced, unless said):
   the code does on HalfCheetah; its MPE branch used uniform samples only (``policy_samples``).
   The other agents keep their exact dataset actions (the code adds 1e-5 uniform noise on
   HalfCheetah). Target smoothing is TD3's clip(N(0, 0.2), -0.5, 0.5) (the code: N(0, 0.05)).
-  MPE's lr is 1e-3 (the code overrode it to 0.01 on simple_spread). The actor loss sums the
-  agents' losses (the code averages over agents, a 1/n scale before its per-agent gradient
-  clip: ``actor_loss_mean``). No input BatchNorm in actor or critic (the code's: ``input_norm``). The critic trains on the team reward
+  MPE's default lr is 1e-3; `full` takes the code's (0.01 on simple_spread, 1e-3 on PP and
+  World). The actor loss sums the agents' losses (the code averages over agents, a 1/n scale
+  before its per-agent gradient clip: ``actor_loss_mean``). No input BatchNorm in actor or
+  critic (the code's: ``input_norm``). The critic trains on the team reward
   (``dataset["rewards"]``); the code read agent 0's reward, which on mpe-cn here differs (the
   team reward is the sum of the agents').
 * gamma is a per-task setting recorded in the config: 0.99 for the discrete tasks, 0.95 for

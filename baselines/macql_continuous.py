@@ -23,7 +23,7 @@ clipped at 0.5 (critic; each actor).
 Deviations from the reference code (each chosen, not forced):
 * Sampled joint actions come from all three sources on every task (the CFCQL code's MPE branch
   draws uniform ones only); target smoothing is TD3's clip(N(0, 0.2), -0.5, 0.5) (the code:
-  N(0, 0.05)); MPE's lr is 1e-3 (the code's simple_spread override: 0.01).
+  N(0, 0.05)); MPE's default lr is 1e-3; `full` takes the code's (0.01 on simple_spread).
 * The actor loss sums the agents' action penalties (the code too); the critic trains on the team
   reward (``dataset["rewards"]``; the code read agent 0's reward). No input BatchNorm. gamma is a
   per-task setting, 0.95 everywhere as the code ran it.

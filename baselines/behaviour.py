@@ -118,7 +118,15 @@ class VAEBehaviour(nn.Module):
         self.latent_dim = latent_dim or 2 * int(action_mask.sum())   # the code: 2 x joint action
         self.kl_weight = kl_weight
         self.encoder = mlp(state_dim + joint_dim, 2 * self.latent_dim, hidden_dim)
-        self.decoder = mlp(state_dim + self.latent_dim, joint_dim, hidden_dim)
+        # The decoder's first layer split into its state and latent parts, so that the state's
+        # share is computed once for all L draws; initialised as nn.Linear(state + latent, hidden).
+        bound = 1.0 / math.sqrt(state_dim + self.latent_dim)
+        self.decoder_state_in = nn.Linear(state_dim, hidden_dim)
+        self.decoder_latent_in = nn.Linear(self.latent_dim, hidden_dim, bias=False)
+        for param in (self.decoder_state_in.weight, self.decoder_state_in.bias,
+                      self.decoder_latent_in.weight):
+            nn.init.uniform_(param, -bound, bound)
+        self.decoder = mlp(hidden_dim, joint_dim, hidden_dim, n_hidden=1)
         self.register_buffer("action_mask", torch.as_tensor(action_mask, dtype=torch.float32))
 
     def encode(self, state: torch.Tensor,
@@ -129,8 +137,10 @@ class VAEBehaviour(nn.Module):
         return mean, log_std.clamp(-4.0, 15.0).exp()
 
     def decode(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """state (..., S), z (..., Z) -> decoder mean (..., n, d), zero where padded."""
-        out = self.decoder(torch.cat([state, z], -1)).unflatten(-1, self.action_mask.shape)
+        """state (..., S), z (..., L, Z): L draws per state -> decoder means (..., L, n, d),
+        zero where padded."""
+        h = F.relu(self.decoder_state_in(state).unsqueeze(-2) + self.decoder_latent_in(z))
+        out = self.decoder(h).unflatten(-1, self.action_mask.shape)
         return torch.tanh(out) * self.action_mask
 
     def elbo_loss(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -138,7 +148,7 @@ class VAEBehaviour(nn.Module):
         each averaged over its real dimensions and the batch."""
         mean, std = self.encode(state, actions)
         z = mean + std * torch.randn_like(std)
-        recon = self.decode(state, z)
+        recon = self.decode(state, z.unsqueeze(-2)).squeeze(-3)
         recon_loss = ((recon - actions) ** 2 * self.action_mask).sum((-2, -1)) \
             / self.action_mask.sum()
         kl = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean(-1)
@@ -160,8 +170,7 @@ class VAEBehaviour(nn.Module):
         mean, std = self.encode(state, actions)                                  # (B, Z)
         z = mean.unsqueeze(1) + std.unsqueeze(1) * torch.randn(
             mean.shape[0], num_samples, mean.shape[-1], device=mean.device)       # (B, L, Z)
-        states = state.unsqueeze(1).expand(-1, num_samples, -1)                  # (B, L, S)
-        decoded = self.decode(states, z)                                         # (B, L, n, d)
+        decoded = self.decode(state, z)                                          # (B, L, n, d)
         dec_std = math.sqrt(self.kl_weight / 4.0)
         log_p_action = (_normal_log_prob(actions.unsqueeze(1), decoded, dec_std)
                         * self.action_mask).sum(-1)                              # (B, L, n)

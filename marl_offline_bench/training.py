@@ -76,6 +76,10 @@ class NonFiniteLoss(RuntimeError):
     """An update returned a NaN or infinite metric."""
 
 
+class IncompatibleCheckpoint(RuntimeError):
+    """A checkpoint's learner state does not load into this code's learner (other networks)."""
+
+
 # -- the loop ------------------------------------------------------------------------------------
 def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
     """Train ``job`` to its record (``done``, or ``failed`` on a non-finite loss), resuming from
@@ -86,8 +90,12 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
     info = task_info(entry.task_id)
     get_algorithm(job.algo).check_supports(info, job.dataset_id)
     dataset = _load_dataset(job.dataset_id)
-    algo = build_algorithm(job.algo, info, dataset, protocol=job.protocol, seed=job.seed,
-                           device=job.device, **job.overrides)
+
+    def build():
+        return build_algorithm(job.algo, info, dataset, protocol=job.protocol, seed=job.seed,
+                               device=job.device, **job.overrides)
+
+    algo = build()
     budget, config = job.budget, algo.config.to_dict()
     record = RunRecord(
         algo=job.algo, dataset_id=job.dataset_id, task_id=entry.task_id,
@@ -96,7 +104,11 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
         dataset_sha256=dataset.card.get("sha256"), device=job.device, commit=_commit(),
         versions=_versions())
 
-    step, elapsed = _resume(job, algo, checkpoints, config, record)
+    try:
+        step, elapsed = _resume(job, algo, checkpoints, config, record)
+    except IncompatibleCheckpoint as err:
+        _say(job, str(err))
+        algo, step, elapsed = build(), 0, 0.0      # the failed load may have filled part of it
     started, window = time.time(), []
     evaluate = _EvaluationClock(entry.task_id, spent=record.eval_time_s or 0.0)
     algo.prepare(progress=_fit_progress(job))
@@ -152,7 +164,12 @@ def _resume(job: RunJob, algo, checkpoints: Any, config: dict[str, Any],
         _say(job, f"{job.key}: checkpoint {checkpoints} was made under another protocol or "
                   "config; starting afresh")
         return 0, 0.0
-    algo.load_state_dict(state["algorithm"])
+    try:
+        algo.load_state_dict(state["algorithm"])
+    except (KeyError, RuntimeError, ValueError) as err:   # its networks are another commit's
+        raise IncompatibleCheckpoint(
+            f"{job.key}: checkpoint {checkpoints} does not fit this code's learner "
+            f"({type(err).__name__}: {str(err).splitlines()[0]}); starting afresh") from err
     _set_rng_state(state["rng"])
     record.curve, record.resumed_from = list(state["curve"]), int(state["step"])
     record.eval_time_s = state.get("eval_elapsed")

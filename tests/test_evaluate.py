@@ -117,6 +117,39 @@ def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
     assert comparable(resumed) == comparable(records(clean)[f"runs/smoke/bc/{N2}/seed0.json"])
 
 
+def test_checkpoint_of_other_networks_starts_afresh(built, monkeypatch, capsys):
+    """A checkpoint whose learner state does not load (written by another commit's networks)
+    is reported and the run starts from update 0, instead of failing on every retry."""
+    from baselines.bc import BCDiscrete
+
+    out = built / "lb"
+    real_update, calls = BCDiscrete.update, {"n": 0}
+
+    def dies_at_update_30(self):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise RuntimeError("simulated kill")
+        return real_update(self)
+
+    monkeypatch.setattr(BCDiscrete, "update", dies_at_update_30)
+    assert evaluate(out) == 2
+    path = checkpoint_path(out, "bc", N2, 0)
+    ckpt = torch.load(path, weights_only=True)
+    module = next(v for v in ckpt["algorithm"].values()
+                  if isinstance(v, dict) and v and all(torch.is_tensor(t) for t in v.values()))
+    module["renamed_layer.weight"] = torch.zeros(1)
+    torch.save(ckpt, path)
+
+    monkeypatch.setattr(BCDiscrete, "update", real_update)
+    capsys.readouterr()
+    assert evaluate(out) == 0
+    captured = capsys.readouterr()
+    assert "does not fit this code's learner" in captured.out + captured.err
+    rec = json.loads(record_path(out, "bc", N2, 0, "smoke").read_text())
+    assert rec["status"] == "done" and rec["resumed_from"] is None
+    assert [p["step"] for p in rec["curve"]] == [25, 50]
+
+
 def test_nan_loss_gives_failed_record(built, monkeypatch, capsys):
     from baselines.bc import BCDiscrete
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -513,10 +514,28 @@ def _pyplot():
     return plt
 
 
+def natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: n2, n4, ..., n10."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                 for part in re.split(r"(\d+)", text))
+
+
+def _figure_legend(fig, axes, **kwargs) -> bool:
+    """One legend for the figure from every panel's lines (panels may hold different ones)."""
+    legend: dict[str, Any] = {}
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), **kwargs)
+    return bool(legend)
+
+
 def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Path:
     """One panel per dataset, one line per algorithm: mean ± std over seeds of the curve."""
     plt = _pyplot()
-    datasets = sorted({r.dataset_id for r in records})
+    datasets = sorted({r.dataset_id for r in records}, key=natural_key)
+    colours = {algo: f"C{k % 10}" for k, algo in enumerate(sorted({r.algo for r in records}))}
     cols = min(4, len(datasets))
     rows = -(-len(datasets) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
@@ -530,18 +549,20 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
             values = np.array([[norm(p["mean_return"]) if norm else p["mean_return"]
                                 for p in c[:length]] for c in curves])
             mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=algo)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.plot(steps, mean, label=algo, color=colours[algo])
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=colours[algo])
+        low, high = ax.get_ylim()
+        if high - low < 2.0:  # a flat curve: no axis of float noise around an offset
+            ax.set_ylim((low + high) / 2 - 1.0, (low + high) / 2 + 1.0)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(dataset_id, fontsize=9)
         ax.set_xlabel("updates")
         ax.set_ylabel("normalised score" if norm else "return")
     for ax in axes.ravel()[len(datasets):]:
         ax.axis("off")
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right")
+    legend = _figure_legend(fig, axes, loc="upper right")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.6 / (3 * rows) if legend else 1.0))  # 0.6 in
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -587,12 +608,7 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
         ax.set_xlabel("agents n")
         ax.set_ylabel("normalised score" if set(mine.metric) == {"normalized"} else "score")
         ax.axhline(0.0, color="grey", lw=0.5)
-    legend: dict[str, Any] = {}  # panels may hold different algorithms: gather every line
-    for ax in axes.ravel():
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    if legend:
-        fig.legend(list(legend.values()), list(legend), loc="center right", fontsize=8)
+    legend = _figure_legend(fig, axes, loc="center right", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.5 / width if legend else 1.0, 1.0))  # 1.5 in: legend
     path.parent.mkdir(parents=True, exist_ok=True)

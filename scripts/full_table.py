@@ -8,14 +8,13 @@ CFCQL's wall time.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from marl_offline_bench import display_name
 from marl_offline_bench.leaderboard import (cell_still_rising, load_records, markdown_table,
-                                            runs_frame)
+                                            natural_key, runs_frame)
 from marl_offline_bench.registry import get_dataset
 
 QUICK_BESIDE = ("cfcql", "bc")  # the quick columns the README shows beside the full ones
@@ -57,9 +56,7 @@ def _dataset_order(dataset_id: str) -> tuple:
     entry = get_dataset(dataset_id)
     qualities = ("random", "medium-replay", "medium", "expert", "mixed")
     family_first = ("mpe", "equal_line", "mamujoco", "smac")
-    task_key = tuple(int(part) if part.isdigit() else part       # n2 before n10
-                     for part in re.split(r"(\d+)", entry.task_id))
-    return (family_first.index(entry.task.family), task_key,
+    return (family_first.index(entry.task.family), natural_key(entry.task_id),
             qualities.index(entry.quality) if entry.quality in qualities else 99)
 
 

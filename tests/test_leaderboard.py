@@ -8,7 +8,8 @@ import pytest
 from marl_offline_bench import runstore
 from marl_offline_bench.runstore import record_path
 from marl_offline_bench.leaderboard import (RISING_MARK, cell_still_rising, end_trend,
-                                            end_verdict, still_rising, write_leaderboards)
+                                            end_verdict, natural_key, still_rising,
+                                            write_leaderboards)
 from marl_offline_bench.protocols import BUDGET_BOUND
 
 EPISODES = 32
@@ -168,3 +169,11 @@ def test_cells_trained_on_other_bytes_than_the_canonical_build_are_marked():
     assert cells == {"bc": False, "cfcql": True, "omar": False}
     row = display.iloc[0].to_dict()
     assert OTHER_BYTES_MARK in row["CFCQL"] and OTHER_BYTES_MARK not in row["BC"]
+
+
+def test_natural_key_orders_agent_counts_by_value():
+    ids = ["equal_line-n10-medium-v0", "equal_line-n2-medium-v0", "equal_line-n4-expert-v0",
+           "equal_line-n2-expert-v0", "mpe-cn-expert-v0"]
+    assert sorted(ids, key=natural_key) == [
+        "equal_line-n2-expert-v0", "equal_line-n2-medium-v0", "equal_line-n4-expert-v0",
+        "equal_line-n10-medium-v0", "mpe-cn-expert-v0"]

@@ -87,11 +87,10 @@ def test_smoke_end_to_end_then_rerun_skips(built, capsys):
     assert main(["leaderboard", "--out", str(out), "--bootstrap-reps", "50"]) == 0
 
 
-def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
+def _killed_at_update_30(monkeypatch):
+    """Make BC's 30th update raise, as a killed run stops; returns the real update."""
     from baselines.bc import BCDiscrete
 
-    clean, out = built / "clean", built / "lb"
-    assert evaluate(clean) == 0
     real_update, calls = BCDiscrete.update, {"n": 0}
 
     def dies_at_update_30(self):
@@ -101,6 +100,15 @@ def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
         return real_update(self)
 
     monkeypatch.setattr(BCDiscrete, "update", dies_at_update_30)
+    return real_update
+
+
+def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
+    from baselines.bc import BCDiscrete
+
+    clean, out = built / "clean", built / "lb"
+    assert evaluate(clean) == 0
+    real_update = _killed_at_update_30(monkeypatch)
     assert evaluate(out) == 2  # the run raised: exit status 2, no record, a checkpoint
     assert not record_path(out, "bc", N2, 0, "smoke").exists()
     ckpt = torch.load(checkpoint_path(out, "bc", N2, 0), weights_only=True)
@@ -123,15 +131,7 @@ def test_checkpoint_of_other_networks_starts_afresh(built, monkeypatch, capsys):
     from baselines.bc import BCDiscrete
 
     out = built / "lb"
-    real_update, calls = BCDiscrete.update, {"n": 0}
-
-    def dies_at_update_30(self):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            raise RuntimeError("simulated kill")
-        return real_update(self)
-
-    monkeypatch.setattr(BCDiscrete, "update", dies_at_update_30)
+    real_update = _killed_at_update_30(monkeypatch)
     assert evaluate(out) == 2
     path = checkpoint_path(out, "bc", N2, 0)
     ckpt = torch.load(path, weights_only=True)

@@ -269,7 +269,9 @@ def _format_cell(summary: dict[str, Any], show_seeds: bool, mark_rising: bool = 
         summary = {**summary, "mean": None}
         text = "failed" if summary["failed"] else "-"
     else:
-        text = f"{summary['mean']:.2f} ± {summary['std']:.2f}"
+        text = f"{summary['mean']:.2f}"
+        if summary["seeds"] > 1:  # one seed has no spread to show
+            text += f" ± {summary['std']:.2f}"
         if mark_rising and summary.get("still_rising"):
             text += f" {RISING_MARK}"
         if summary.get("other_bytes"):
@@ -769,7 +771,7 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
             lines += [
                 f"- Budget: {_budget_text(list(prot_runs.budget))}; the score is the final "
                 "evaluation's (the last, never the best).",
-                f"- Cells: {kind_text}, mean ± std over seeds.{why_raw}",
+                f"- Cells: {kind_text}, mean ± std over seeds (one seed: its score).{why_raw}",
                 f"- Seeds per cell: {', '.join(map(str, seeds)) or '0'}.",
                 f"- Commits: {', '.join(commits) or 'unknown'}.",
                 rising_text(prot_runs, long), "",

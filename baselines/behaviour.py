@@ -8,7 +8,7 @@
   agent as the CFCQL code reads it: log beta_i(a_i | s) is estimated by importance sampling with
   L latent samples from the joint encoder, on agent i's decoder dimensions. The decoder factorises
   given z, so this estimates agent i's marginal, the density the paper's lambda uses; one VAE for
-  all agents costs a fraction of one per agent (World: a fifth of the time per update).
+  all agents costs about a quarter of one VAE per agent on World.
 
 Both fit themselves with :meth:`fit` from a :class:`~marl_offline_bench.MARLDataset` for a given
 number of gradient steps (the reference code's early stopping is left to the caller's step count).

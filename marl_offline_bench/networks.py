@@ -37,8 +37,8 @@ __all__ = [
     "masked_argmax", "masked_fill_unavailable", "td_lambda_targets", "masked_mean",
     "UNAVAILABLE_Q",
     # continuous (OMAR)
-    "mlp", "AgentwiseLinear", "AgentwiseMLP", "AgentwiseBatchNorm", "FeatureBatchNorm", "AgentActors",
-    "TwinCritic",
+    "mlp", "AgentwiseLinear", "AgentwiseMLP", "AgentwiseBatchNorm", "FeatureBatchNorm",
+    "AgentActors", "TwinCritic",
     # helpers
     "hard_update", "soft_update", "make_target", "clip_grad_norm_agentwise_",
 ]

@@ -6,9 +6,10 @@ end a final evaluation plays ``budget.final_episodes`` (10x) episodes and its sc
 reported: the last, never the best.
 
 A run with a record of the same protocol and budget is skipped; a run killed part-way resumes
-from its last checkpoint (taken at every evaluation); a run whose update metrics stop being
-finite is recorded as ``"failed"`` with the update and the reason, and is not scored. Other
-exceptions (a bug, a kill) leave no record, only the checkpoint, so a re-run resumes them.
+from its last checkpoint (taken at every evaluation, and before the first update, after the
+one-off fits of ``prepare()``); a run whose update metrics stop being finite is recorded as
+``"failed"`` with the update and the reason, and is not scored. Other exceptions (a bug, a
+kill) leave no record, only the checkpoint, so a re-run resumes them.
 
 Every algorithm also runs on its own, on this same loop::
 
@@ -111,7 +112,17 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
         algo, step, elapsed = build(), 0, 0.0      # the failed load may have filled part of it
     started, window = time.time(), []
     evaluate = _EvaluationClock(entry.task_id, spent=record.eval_time_s or 0.0)
+
+    def save_checkpoint() -> None:
+        checkpoints.save({
+            "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
+            "curve": record.curve, "protocol": job.protocol, "budget": asdict(budget),
+            "config": config, "elapsed": elapsed + time.time() - started,
+            "eval_elapsed": evaluate.spent})
+
     algo.prepare(progress=_fit_progress(job))
+    if step == 0:  # a behaviour model can take hours to fit: an interruption keeps it
+        save_checkpoint()
     bar = _progress(job, step)
     try:
         while step < budget.updates:
@@ -128,12 +139,7 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
                 window = []
                 bar.set_postfix(score=_score(point))
                 if step < budget.updates:
-                    checkpoints.save({
-                        "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
-                        "curve": record.curve, "protocol": job.protocol,
-                        "budget": asdict(budget), "config": config,
-                        "elapsed": elapsed + time.time() - started,
-                        "eval_elapsed": evaluate.spent})
+                    save_checkpoint()
     except NonFiniteLoss as err:
         record.status, record.failure = "failed", {"step": step, "reason": str(err)}
     else:

@@ -125,6 +125,44 @@ def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
     assert comparable(resumed) == comparable(records(clean)[f"runs/smoke/bc/{N2}/seed0.json"])
 
 
+def test_run_killed_before_its_first_evaluation_keeps_its_fitted_behaviour(built, monkeypatch):
+    """The one-off fit before the first update (CFCQL's behaviour model; hours for the paper's
+    VAE) is checkpointed at once: a run killed before its first evaluation resumes at update 0
+    without fitting again, and ends as the uninterrupted run does."""
+    from baselines.cfcql import CFCQLDiscrete
+
+    def cfcql(out):
+        return main(["evaluate", "--algo", "cfcql", "--protocol", "smoke", "--seeds", "1",
+                     "--device", "cpu", "--out", str(out), "--no-tables",
+                     "--set", "batch_size=8"])
+
+    clean, out = built / "clean", built / "lb"
+    assert cfcql(clean) == 0
+    real_update, real_fit, calls = CFCQLDiscrete.update, CFCQLDiscrete.fit_behaviour, {"n": 0}
+
+    def dies_at_update_10(self):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise RuntimeError("simulated kill")
+        return real_update(self)
+
+    monkeypatch.setattr(CFCQLDiscrete, "update", dies_at_update_10)
+    assert cfcql(out) == 2
+    ckpt = torch.load(checkpoint_path(out, "cfcql", N2, 0), weights_only=True)
+    assert ckpt["step"] == 0 and ckpt["curve"] == [] and ckpt["algorithm"]["behaviour_ready"]
+
+    def fits_again(self, progress=None):
+        raise AssertionError("the behaviour model was fitted again")
+
+    monkeypatch.setattr(CFCQLDiscrete, "update", real_update)
+    monkeypatch.setattr(CFCQLDiscrete, "fit_behaviour", fits_again)
+    assert cfcql(out) == 0
+    resumed = records(out)[f"runs/smoke/cfcql/{N2}/seed0.json"]
+    assert resumed["status"] == "done" and resumed["resumed_from"] == 0
+    assert comparable(resumed) == comparable(records(clean)[f"runs/smoke/cfcql/{N2}/seed0.json"])
+    monkeypatch.setattr(CFCQLDiscrete, "fit_behaviour", real_fit)
+
+
 def test_checkpoint_of_other_networks_starts_afresh(built, monkeypatch, capsys):
     """A checkpoint whose learner state does not load (written by another commit's networks)
     is reported and the run starts from update 0, instead of failing on every retry."""

@@ -8,6 +8,7 @@ build can act from another folder of the same layout (``behaviour_root``, e.g. t
 from __future__ import annotations
 
 import numbers
+import os
 import platform
 import subprocess
 import time
@@ -72,6 +73,10 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
+    """The code's commit: git's, or ``MARL_BENCH_COMMIT`` where the code is a copy without its
+    git folder (a cluster node, an accelerator machine), so that its records still name it."""
+    if os.environ.get("MARL_BENCH_COMMIT"):
+        return os.environ["MARL_BENCH_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=5, cwd=__file__.rsplit("/", 2)[0])

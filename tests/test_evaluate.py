@@ -163,6 +163,14 @@ def test_run_killed_before_its_first_evaluation_keeps_its_fitted_behaviour(built
     monkeypatch.setattr(CFCQLDiscrete, "fit_behaviour", real_fit)
 
 
+def test_record_names_the_commit_given_where_the_code_has_no_git(built, monkeypatch):
+    """Code copied without its git folder (a cluster node) records MARL_BENCH_COMMIT."""
+    monkeypatch.setenv("MARL_BENCH_COMMIT", "0123abc")
+    out = built / "lb"
+    assert evaluate(out, "--no-tables") == 0
+    assert records(out)[f"runs/smoke/bc/{N2}/seed0.json"]["commit"] == "0123abc"
+
+
 def test_checkpoint_of_other_networks_starts_afresh(built, monkeypatch, capsys):
     """A checkpoint whose learner state does not load (written by another commit's networks)
     is reported and the run starts from update 0, instead of failing on every retry."""

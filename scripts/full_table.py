@@ -3,7 +3,7 @@
 ‡ where a seed trained on non-canonical bytes), the `quick` mean ± std beside it, the budget and
 CFCQL's wall time.
 
-    python scripts/full_table.py [LEADERBOARDS] [--algos cfcql,bc,matd3-bc,macql]
+    python scripts/full_table.py [LEADERBOARDS] [--algos cfcql,bc,matd3-bc,macql,omar]
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _dataset_order(dataset_id: str) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="leaderboards")
-    parser.add_argument("--algos", default="cfcql,bc,matd3-bc,macql")
+    parser.add_argument("--algos", default="cfcql,bc,matd3-bc,macql,omar")
     args = parser.parse_args()
     runs = runs_frame(load_records(Path(args.out)))
     print(markdown_table(table(runs, args.algos.split(","))))

@@ -384,6 +384,9 @@ def attempt_run(job: RunJob, checkpoints: Any) -> tuple[RunOutcome, RunRecord | 
         return RunOutcome(job, "error", f"{type(err).__name__}: {err}",
                           seconds=time.time() - started), None
     message = record.failure["reason"] if record.status == "failed" else ""
+    if record.resumed_from is not None:  # this attempt's seconds are only part of the run's
+        resumed = f"resumed from update {record.resumed_from:,}, {record.wall_time_s:.0f}s in all"
+        message = f"{message}; {resumed}" if message else resumed
     return RunOutcome(job, record.status, message, final_score=record.final_score,
                       seconds=time.time() - started), record
 

@@ -103,7 +103,7 @@ def _killed_at_update_30(monkeypatch):
     return real_update
 
 
-def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
+def test_killed_run_resumes_from_checkpoint(built, monkeypatch, capsys):
     from baselines.bc import BCDiscrete
 
     clean, out = built / "clean", built / "lb"
@@ -115,11 +115,15 @@ def test_killed_run_resumes_from_checkpoint(built, monkeypatch):
     assert ckpt["step"] == 25 and len(ckpt["curve"]) == 1
 
     monkeypatch.setattr(BCDiscrete, "update", real_update)
+    capsys.readouterr()
     assert evaluate(out) == 0
     recs = records(out)
     assert list(recs) == [f"runs/smoke/bc/{N2}/seed0.json"]
     resumed = recs[f"runs/smoke/bc/{N2}/seed0.json"]
     assert resumed["status"] == "done" and resumed["resumed_from"] == 25
+    # the sweep's line says that this attempt's seconds are only part of the run's
+    line = f"(resumed from update 25, {resumed['wall_time_s']:.0f}s in all)"
+    assert line in capsys.readouterr().out
     assert not checkpoint_path(out, "bc", N2, 0).exists()
     # Restoring the learner, its sampler and the RNGs makes the resumed run the uninterrupted one.
     assert comparable(resumed) == comparable(records(clean)[f"runs/smoke/bc/{N2}/seed0.json"])

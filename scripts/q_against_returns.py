@@ -5,8 +5,9 @@ mean Q of the dataset's actions over the last evaluation window (``q_taken_mean`
 discrete learners, ``q_data_mean`` for the continuous ones), and beside it the dataset's
 discounted return-to-go (mean over its steps, and its largest) under the run's own gamma.
 Q fitted to the data's actions sits near the return-to-go (above it by what the greedy backup
-adds); far above the largest, the critic has diverged and the policy it drives says little about
-the algorithm.
+adds, below it by what a conservative term takes); far outside the data's range, the critic has
+diverged and the policy it drives says little about the algorithm. ``Q / max`` is shown where
+the largest return-to-go is positive.
 
     python scripts/q_against_returns.py 'equal_line-*' [--protocol full] [--out leaderboards]
 """
@@ -51,6 +52,10 @@ def main() -> None:
                          f"under {args.out}/runs")
     rows, cache = [], {}
     for r in sorted(records, key=lambda r: (natural_key(r.dataset_id), r.algo, r.seed)):
+        train = r.curve[-1]["train"]
+        q = next((train[k] for k in Q_METRICS if k in train), None)
+        if q is None:  # a learner without a critic (BC)
+            continue
         gamma = r.config["gamma"]
         if (r.dataset_id, gamma) not in cache:
             data = mob.load(r.dataset_id, progress=False)
@@ -58,12 +63,10 @@ def main() -> None:
                                 np.asarray(data["episode_starts"]), gamma)
             cache[r.dataset_id, gamma] = rtg.mean(), rtg.max()
         mean_rtg, max_rtg = cache[r.dataset_id, gamma]
-        train = r.curve[-1]["train"]
-        q = next((train[k] for k in Q_METRICS if k in train), float("nan"))
         rows.append({"algorithm": r.algo, "dataset": r.dataset_id, "seed": r.seed,
                      "final score": f"{r.final_score:.1f}", "Q of the data's actions": f"{q:.1f}",
                      "return-to-go mean": f"{mean_rtg:.2f}", "return-to-go max": f"{max_rtg:.2f}",
-                     "Q / max": f"{q / max_rtg:.1f}"})
+                     "Q / max": f"{q / max_rtg:.1f}" if max_rtg > 0 else ""})
     print(markdown_table(pd.DataFrame(rows)))
 
 

@@ -322,7 +322,8 @@ def family_table(runs: pd.DataFrame, column: str = "score", scale: float = 1.0,
     seed_counts = set(long.seeds[long.seeds > 0])
     show_seeds = len(seed_counts) > 1
     display_rows = []
-    for dataset_id, cells in long.groupby("dataset_id", sort=True):
+    for dataset_id in sorted(long.dataset_id.unique(), key=dataset_order):
+        cells = long[long.dataset_id == dataset_id]
         row = {"dataset": dataset_id}
         if data_column:
             data = data_score(dataset_id)
@@ -522,21 +523,36 @@ def natural_key(text: str) -> tuple:
                  for part in re.split(r"(\d+)", text))
 
 
-def _figure_legend(fig, axes, **kwargs) -> bool:
-    """One legend for the figure from every panel's lines (panels may hold different ones)."""
+def dataset_order(dataset_id: str) -> tuple:
+    """Sort key of the tables' rows and the plots' panels: task in natural order (n2 before
+    n10), then quality from random to expert (:data:`QUALITY_ORDER`); ids outside the registry
+    after the registered ones."""
+    try:
+        entry = get_dataset(dataset_id)
+    except KeyError:
+        return (1, natural_key(dataset_id), 0, ())
+    known = entry.quality in QUALITY_ORDER
+    rank = QUALITY_ORDER.index(entry.quality) if known else len(QUALITY_ORDER)
+    return (0, natural_key(entry.task_id), rank, natural_key(dataset_id))
+
+
+def _figure_legend(fig, axes, one_row: bool = False, **kwargs) -> bool:
+    """One legend for the figure from every panel's lines (panels may hold different ones),
+    in one row with ``one_row``."""
     legend: dict[str, Any] = {}
     for ax in axes.ravel():
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     if legend:
-        fig.legend(list(legend.values()), list(legend), **kwargs)
+        fig.legend(list(legend.values()), list(legend),
+                   **({"ncol": len(legend)} if one_row else {}), **kwargs)
     return bool(legend)
 
 
 def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Path:
     """One panel per dataset, one line per algorithm: mean ± std over seeds of the curve."""
     plt = _pyplot()
-    datasets = sorted({r.dataset_id for r in records}, key=natural_key)
+    datasets = sorted({r.dataset_id for r in records}, key=dataset_order)
     colours = {algo: f"C{k % 10}" for k, algo in enumerate(sorted({r.algo for r in records}))}
     cols = min(4, len(datasets))
     rows = -(-len(datasets) // cols)
@@ -562,9 +578,11 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
         ax.set_ylabel("normalised score" if norm else "return")
     for ax in axes.ravel()[len(datasets):]:
         ax.axis("off")
-    legend = _figure_legend(fig, axes, loc="upper right")
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.6 / (3 * rows) if legend else 1.0))  # 0.6 in
+    height = 3 * rows  # inches: the title, then one row of legend under it, then the panels
+    fig.suptitle(title, y=1.0 - 0.1 / height, va="top")
+    legend = _figure_legend(fig, axes, one_row=True, loc="upper center",
+                            bbox_to_anchor=(0.5, 1.0 - 0.4 / height), frameon=False)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (0.75 if legend else 0.4) / height))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -892,4 +910,4 @@ __all__ = ["load_records", "runs_frame", "end_trend", "end_verdict", "still_risi
            "family_table", "data_score", "best_counts",
            "quality_table", "coverage_table", "aggregates", "interval_estimates",
            "performance_profiles", "plot_agent_scaling", "marl_eval_export",
-           "write_leaderboards", "markdown_table"]
+           "write_leaderboards", "markdown_table", "natural_key", "dataset_order"]

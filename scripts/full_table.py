@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from marl_offline_bench import display_name
-from marl_offline_bench.leaderboard import (cell_still_rising, load_records, markdown_table,
-                                            natural_key, runs_frame)
+from marl_offline_bench.leaderboard import (cell_still_rising, dataset_order, load_records,
+                                            markdown_table, runs_frame)
 from marl_offline_bench.registry import get_dataset
 
 QUICK_BESIDE = ("cfcql", "bc")  # the quick columns the README shows beside the full ones
@@ -53,11 +53,8 @@ def table(runs: pd.DataFrame, algos: list[str]) -> pd.DataFrame:
 
 
 def _dataset_order(dataset_id: str) -> tuple:
-    entry = get_dataset(dataset_id)
-    qualities = ("random", "medium-replay", "medium", "expert", "mixed")
-    family_first = ("mpe", "equal_line", "mamujoco", "smac")
-    return (family_first.index(entry.task.family), natural_key(entry.task_id),
-            qualities.index(entry.quality) if entry.quality in qualities else 99)
+    family_first = ("mpe", "equal_line", "mamujoco", "smac")  # the paper's table, then ours
+    return family_first.index(get_dataset(dataset_id).task.family), dataset_order(dataset_id)
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ import pytest
 
 from marl_offline_bench import runstore
 from marl_offline_bench.runstore import record_path
-from marl_offline_bench.leaderboard import (RISING_MARK, cell_still_rising, end_trend,
-                                            end_verdict, natural_key, still_rising,
+from marl_offline_bench.leaderboard import (RISING_MARK, cell_still_rising, dataset_order,
+                                            end_trend, end_verdict, natural_key, still_rising,
                                             write_leaderboards)
 from marl_offline_bench.protocols import BUDGET_BOUND
 
@@ -177,3 +177,13 @@ def test_natural_key_orders_agent_counts_by_value():
     assert sorted(ids, key=natural_key) == [
         "equal_line-n2-expert-v0", "equal_line-n2-medium-v0", "equal_line-n4-expert-v0",
         "equal_line-n10-medium-v0", "mpe-cn-expert-v0"]
+
+
+def test_dataset_order_is_task_by_value_then_quality_random_to_expert():
+    ids = ["equal_line-n10-medium-v0", "equal_line-n2-expert-v0", "equal_line-n2-random-v0",
+           "equal_line-n2-medium-v0", "equal_line-n2-medium-replay-v0", "not-registered-v0",
+           "equal_line-n2-mixed-v0"]
+    assert sorted(ids, key=dataset_order) == [
+        "equal_line-n2-random-v0", "equal_line-n2-medium-replay-v0", "equal_line-n2-medium-v0",
+        "equal_line-n2-expert-v0", "equal_line-n2-mixed-v0", "equal_line-n10-medium-v0",
+        "not-registered-v0"]

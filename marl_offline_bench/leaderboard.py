@@ -49,7 +49,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .algorithms import display_name, is_ablation
+from .algorithms import algorithm_registry, display_name, is_ablation
 from .protocols import BUDGET_BOUND
 from .records import RunRecord
 from .registry import DATASETS, get_dataset, recorded_statistics, reference_scores
@@ -517,6 +517,22 @@ def _pyplot():
     return plt
 
 
+@lru_cache(maxsize=1)
+def _palette() -> dict[str, str]:
+    """One colour per registered algorithm, the same in every plot: tab10 in registry order,
+    then tab20's light shades."""
+    import matplotlib
+
+    shades = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
+    shades += [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab20"].colors[1::2]]
+    return {name: shades[k % len(shades)] for k, name in enumerate(algorithm_registry())}
+
+
+def algorithm_colour(algo: str) -> str:
+    """The plots' colour of an algorithm; black for a name outside the registry."""
+    return _palette().get(algo, "black")
+
+
 def natural_key(text: str) -> tuple:
     """Sort key that orders the numbers inside names by value: n2, n4, ..., n10."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
@@ -553,7 +569,6 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
     """One panel per dataset, one line per algorithm: mean ± std over seeds of the curve."""
     plt = _pyplot()
     datasets = sorted({r.dataset_id for r in records}, key=dataset_order)
-    colours = {algo: f"C{k % 10}" for k, algo in enumerate(sorted({r.algo for r in records}))}
     cols = min(4, len(datasets))
     rows = -(-len(datasets) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
@@ -567,8 +582,9 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
             values = np.array([[norm(p["mean_return"]) if norm else p["mean_return"]
                                 for p in c[:length]] for c in curves])
             mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=algo, color=colours[algo])
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=colours[algo])
+            ax.plot(steps, mean, label=algo, color=algorithm_colour(algo))
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2,
+                            color=algorithm_colour(algo))
         low, high = ax.get_ylim()
         if high - low < 2.0:  # a flat curve: no axis of float noise around an offset
             ax.set_ylim((low + high) / 2 - 1.0, (low + high) / 2 + 1.0)
@@ -607,7 +623,6 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
     if not qualities:
         return None
     plt = _pyplot()
-    colours = {algo: f"C{k % 10}" for k, algo in enumerate(sorted(done.algo.unique()))}
     # wide enough for the title and the legend beside a single panel
     width = max(6.5, 4.5 * len(qualities))
     fig, axes = plt.subplots(1, len(qualities), figsize=(width, 3.4), squeeze=False)
@@ -618,7 +633,7 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
                 mean="mean", std=lambda x: x.std(ddof=0)).sort_index()  # as the tables
             std = stats["std"].fillna(0.0)
             ax.errorbar(stats.index, stats["mean"], yerr=std, marker="o", capsize=3,
-                        color=colours[algo], label=algo)
+                        color=algorithm_colour(algo), label=algo)
         per_n = mine.groupby("n_agents").dataset_id.first().sort_index()
         data = [data_score(d) for d in per_n]
         if None not in data:
@@ -645,7 +660,8 @@ def plot_performance_profile(matrices: dict[str, np.ndarray], reps: int, path: P
     taus, profiles, cis = performance_profiles(matrices, reps)
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
-                                         xlabel=xlabel)
+                                         xlabel=xlabel,
+                                         colors={a: algorithm_colour(a) for a in profiles})
     ax.legend(loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -910,4 +926,5 @@ __all__ = ["load_records", "runs_frame", "end_trend", "end_verdict", "still_risi
            "family_table", "data_score", "best_counts",
            "quality_table", "coverage_table", "aggregates", "interval_estimates",
            "performance_profiles", "plot_agent_scaling", "marl_eval_export",
-           "write_leaderboards", "markdown_table", "natural_key", "dataset_order"]
+           "write_leaderboards", "markdown_table", "natural_key", "dataset_order",
+           "algorithm_colour"]

@@ -187,3 +187,12 @@ def test_dataset_order_is_task_by_value_then_quality_random_to_expert():
         "equal_line-n2-random-v0", "equal_line-n2-medium-replay-v0", "equal_line-n2-medium-v0",
         "equal_line-n2-expert-v0", "equal_line-n2-mixed-v0", "equal_line-n10-medium-v0",
         "not-registered-v0"]
+
+
+def test_every_registered_algorithm_has_its_own_colour_in_every_plot():
+    from marl_offline_bench.algorithms import algorithm_registry
+    from marl_offline_bench.leaderboard import algorithm_colour
+
+    colours = [algorithm_colour(name) for name in algorithm_registry()]
+    assert len(set(colours)) == len(colours) and "black" not in colours
+    assert algorithm_colour("not-an-algorithm") == "black"

@@ -565,6 +565,15 @@ def _figure_legend(fig, axes, one_row: bool = False, **kwargs) -> bool:
     return bool(legend)
 
 
+def _title_and_legend(fig, axes, title: str, height: float, fontsize: float = 12) -> None:
+    """The figure's title at its top, one row of legend (every panel's lines) under it, and the
+    panels laid out below both; ``height`` is the figure's, in inches."""
+    fig.suptitle(title, y=1.0 - 0.1 / height, va="top", fontsize=fontsize)
+    legend = _figure_legend(fig, axes, one_row=True, loc="upper center", frameon=False,
+                            bbox_to_anchor=(0.5, 1.0 - 0.4 / height))
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (0.75 if legend else 0.4) / height))
+
+
 def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Path:
     """One panel per dataset, one line per algorithm: mean ± std over seeds of the curve."""
     plt = _pyplot()
@@ -594,11 +603,7 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
         ax.set_ylabel("normalised score" if norm else "return")
     for ax in axes.ravel()[len(datasets):]:
         ax.axis("off")
-    height = 3 * rows  # inches: the title, then one row of legend under it, then the panels
-    fig.suptitle(title, y=1.0 - 0.1 / height, va="top")
-    legend = _figure_legend(fig, axes, one_row=True, loc="upper center",
-                            bbox_to_anchor=(0.5, 1.0 - 0.4 / height), frameon=False)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (0.75 if legend else 0.4) / height))
+    _title_and_legend(fig, axes, title, height=3 * rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -623,9 +628,9 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
     if not qualities:
         return None
     plt = _pyplot()
-    # wide enough for the title and the legend beside a single panel
-    width = max(6.5, 4.5 * len(qualities))
-    fig, axes = plt.subplots(1, len(qualities), figsize=(width, 3.4), squeeze=False)
+    # wide enough for the title and the legend above a single panel
+    width, height = max(6.5, 4.5 * len(qualities)), 3.8
+    fig, axes = plt.subplots(1, len(qualities), figsize=(width, height), squeeze=False)
     for ax, quality in zip(axes.ravel(), qualities):
         mine = done[done.quality == quality]
         for algo, group in mine.groupby("algo", sort=True):
@@ -643,9 +648,7 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
         ax.set_xlabel("agents n")
         ax.set_ylabel("normalised score" if set(mine.metric) == {"normalized"} else "score")
         ax.axhline(0.0, color="grey", lw=0.5)
-    legend = _figure_legend(fig, axes, loc="center right", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.5 / width if legend else 1.0, 1.0))  # 1.5 in: legend
+    _title_and_legend(fig, axes, title, height, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

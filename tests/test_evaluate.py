@@ -87,19 +87,21 @@ def test_smoke_end_to_end_then_rerun_skips(built, capsys):
     assert main(["leaderboard", "--out", str(out), "--bootstrap-reps", "50"]) == 0
 
 
-def _killed_at_update_30(monkeypatch):
-    """Make BC's 30th update raise, as a killed run stops; returns the real update."""
-    from baselines.bc import BCDiscrete
+def _killed_at_update(monkeypatch, learner=None, n=30):
+    """Make a learner's (default BC's) n-th update raise, as a killed run stops; returns the
+    real update."""
+    if learner is None:
+        from baselines.bc import BCDiscrete as learner
 
-    real_update, calls = BCDiscrete.update, {"n": 0}
+    real_update, calls = learner.update, {"n": 0}
 
-    def dies_at_update_30(self):
+    def dies_at_update_n(self):
         calls["n"] += 1
-        if calls["n"] == 30:
+        if calls["n"] == n:
             raise RuntimeError("simulated kill")
         return real_update(self)
 
-    monkeypatch.setattr(BCDiscrete, "update", dies_at_update_30)
+    monkeypatch.setattr(learner, "update", dies_at_update_n)
     return real_update
 
 
@@ -108,7 +110,7 @@ def test_killed_run_resumes_from_checkpoint(built, monkeypatch, capsys):
 
     clean, out = built / "clean", built / "lb"
     assert evaluate(clean) == 0
-    real_update = _killed_at_update_30(monkeypatch)
+    real_update = _killed_at_update(monkeypatch)
     assert evaluate(out) == 2  # the run raised: exit status 2, no record, a checkpoint
     assert not record_path(out, "bc", N2, 0, "smoke").exists()
     ckpt = torch.load(checkpoint_path(out, "bc", N2, 0), weights_only=True)
@@ -142,15 +144,8 @@ def test_run_killed_before_its_first_evaluation_keeps_its_fitted_behaviour(built
 
     clean, out = built / "clean", built / "lb"
     assert cfcql(clean) == 0
-    real_update, real_fit, calls = CFCQLDiscrete.update, CFCQLDiscrete.fit_behaviour, {"n": 0}
-
-    def dies_at_update_10(self):
-        calls["n"] += 1
-        if calls["n"] == 10:
-            raise RuntimeError("simulated kill")
-        return real_update(self)
-
-    monkeypatch.setattr(CFCQLDiscrete, "update", dies_at_update_10)
+    real_fit = CFCQLDiscrete.fit_behaviour
+    real_update = _killed_at_update(monkeypatch, CFCQLDiscrete, n=10)
     assert cfcql(out) == 2
     ckpt = torch.load(checkpoint_path(out, "cfcql", N2, 0), weights_only=True)
     assert ckpt["step"] == 0 and ckpt["curve"] == [] and ckpt["algorithm"]["behaviour_ready"]
@@ -181,7 +176,7 @@ def test_checkpoint_of_other_networks_starts_afresh(built, monkeypatch, capsys):
     from baselines.bc import BCDiscrete
 
     out = built / "lb"
-    real_update = _killed_at_update_30(monkeypatch)
+    real_update = _killed_at_update(monkeypatch)
     assert evaluate(out) == 2
     path = checkpoint_path(out, "bc", N2, 0)
     ckpt = torch.load(path, weights_only=True)

@@ -117,8 +117,8 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
         checkpoints.save({
             "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
             "curve": record.curve, "protocol": job.protocol, "budget": asdict(budget),
-            "config": config, "elapsed": elapsed + time.time() - started,
-            "eval_elapsed": evaluate.spent})
+            "config": config, "dataset_sha256": record.dataset_sha256,
+            "elapsed": elapsed + time.time() - started, "eval_elapsed": evaluate.spent})
 
     algo.prepare(progress=_fit_progress(job))
     if step == 0:  # a behaviour model can take hours to fit: an interruption keeps it
@@ -157,9 +157,16 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
 def _resume(job: RunJob, algo, checkpoints: Any, config: dict[str, Any],
             record: RunRecord) -> tuple[int, float]:
     """Restore the run from its checkpoint when it was made under the same protocol, budget
-    and config; returns (updates done, seconds spent)."""
+    and config, on the same dataset bytes; returns (updates done, seconds spent)."""
     state = checkpoints.load()
     if state is None:
+        return 0, 0.0
+    made_on, here = state.get("dataset_sha256"), record.dataset_sha256
+    if made_on and here and made_on != here:
+        # A checkpoint copied from a machine whose rebuild of the dataset differs (floats do not
+        # travel across CPUs): finishing it here would train one run on two datasets.
+        _say(job, f"{job.key}: checkpoint {checkpoints} was trained on other bytes of "
+                  f"{job.dataset_id} (sha256 {made_on[:12]}, here {here[:12]}); starting afresh")
         return 0, 0.0
 
     def portable(c: dict[str, Any]) -> dict[str, Any]:  # a run may resume on another device

@@ -195,6 +195,27 @@ def test_checkpoint_of_other_networks_starts_afresh(built, monkeypatch, capsys):
     assert [p["step"] for p in rec["curve"]] == [25, 50]
 
 
+def test_checkpoint_of_other_dataset_bytes_starts_afresh(built, monkeypatch, capsys):
+    """A checkpoint made on another build of the dataset (copied from a machine whose rebuild
+    differs) is not finished on this one: the run would have trained on two datasets."""
+    from baselines.bc import BCDiscrete
+
+    out = built / "lb"
+    real_update = _killed_at_update(monkeypatch)
+    assert evaluate(out) == 2
+    path = checkpoint_path(out, "bc", N2, 0)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["dataset_sha256"] == mob.load(N2, build=False, progress=False).card["sha256"]
+    torch.save({**ckpt, "dataset_sha256": "f" * 64}, path)
+
+    monkeypatch.setattr(BCDiscrete, "update", real_update)
+    capsys.readouterr()
+    assert evaluate(out) == 0
+    assert "trained on other bytes of" in capsys.readouterr().out
+    rec = json.loads(record_path(out, "bc", N2, 0, "smoke").read_text())
+    assert rec["status"] == "done" and rec["resumed_from"] is None
+
+
 def test_nan_loss_gives_failed_record(built, monkeypatch, capsys):
     from baselines.bc import BCDiscrete
 

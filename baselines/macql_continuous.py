@@ -47,8 +47,8 @@ from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_p
                                     twin_td_loss, twin_td_targets)
 from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
                    BaseConfig, ContinuousCQLConfig, OfflineAlgorithm)
+from .cfcql import CONTINUOUS_PER_DATASET
 from .icql import cql_action_samples, cql_h_penalty
-from .sampling_continuous import continuous_per_dataset
 
 __all__ = ["MACQLContinuous", "MACQLContinuousConfig", "PER_DATASET",
            "joint_action_samples", "centralised_actor_loss"]
@@ -72,19 +72,9 @@ class MACQLContinuousConfig(ContinuousCQLConfig):
                              f"{self.critic_updates_per_round}")
 
 
-#: The CFCQL code's alpha per task and quality (its ``env_config_map``).
-_CQL_ALPHA: dict[str, dict[str, dict[str, float]]] = {
-    "mpe-cn": {"random": {"alpha": 0.5}, "medium-replay": {"alpha": 1.0},
-               "medium": {"alpha": 5.0}, "expert": {"alpha": 2.5}},
-    "mpe-pp": {"random": {"alpha": 0.5}, "medium-replay": {"alpha": 0.5},
-               "medium": {"alpha": 0.6}, "expert": {"alpha": 2.0}},
-    "mpe-world": {"random": {"alpha": 0.5}, "medium-replay": {"alpha": 0.5},
-                  "medium": {"alpha": 0.32}, "expert": {"alpha": 0.3}},
-    "mamujoco-halfcheetah_2x3": {"random": {"alpha": 0.1}, "medium-replay": {"alpha": 0.4},
-                                 "medium": {"alpha": 1.0}, "expert": {"alpha": 1.7}},
-}
-#: dataset id -> overrides: backbone sizes and gamma of its task, then the code's alpha.
-PER_DATASET: dict[str, dict[str, Any]] = continuous_per_dataset(per_quality=_CQL_ALPHA)
+#: dataset id -> overrides: CFCQL's table (its backbone sizes, gamma and the code's alpha), as
+#: the CFCQL code's ``env_config_map`` serves its CQL runs with and without the counterfactual term.
+PER_DATASET: dict[str, dict[str, Any]] = CONTINUOUS_PER_DATASET
 
 
 # =================================================================================================

@@ -1,13 +1,19 @@
 """Print the README's table of the `full` sweep so far: each dataset with a `full` record, the
-`full` score of each algorithm (seed mean, with ↑ where the cell was still rising at its end and
+`full` score of each algorithm (seed mean ± std, with ↑ where the cell was still rising at its end and
 ‡ where a seed trained on non-canonical bytes), the `quick` mean ± std beside it, the budget and
 CFCQL's wall time.
 
     python scripts/full_table.py [LEADERBOARDS] [--algos cfcql,bc,matd3-bc,macql,omar]
+
+The lambda and alpha questions on World, without the `quick` columns:
+
+    python scripts/full_table.py --datasets 'mpe-world-medium-replay-v0,mpe-world-expert-v0' \
+        --algos cfcql,cfcql_vae,cfcql_sign_plus,cfcql_alpha_half,cfcql_alpha_double --quick ''
 """
 from __future__ import annotations
 
 import argparse
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pandas as pd
@@ -17,22 +23,19 @@ from marl_offline_bench.leaderboard import (cell_still_rising, dataset_order, lo
                                             markdown_table, runs_frame)
 from marl_offline_bench.registry import get_dataset
 
-QUICK_BESIDE = ("cfcql", "bc")  # the quick columns the README shows beside the full ones
-
-
 def full_cell(group: pd.DataFrame) -> str:
     mean = group.score.mean()
     marks = (" ↑" if cell_still_rising(list(group.still_rising)) else "") + \
         (" ‡" if (group.canonical_data == False).any() else "")  # noqa: E712 (None: unknown)
-    seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
-    return f"{mean:.1f}{seeds}{marks}"
+    spread = f" ± {group.score.std(ddof=0):.1f} ({len(group)} seeds)" if len(group) > 1 else ""
+    return f"{mean:.1f}{spread}{marks}"
 
 
 def quick_cell(group: pd.DataFrame) -> str:
     return f"{group.score.mean():.1f} ± {group.score.std(ddof=0):.1f}"
 
 
-def table(runs: pd.DataFrame, algos: list[str]) -> pd.DataFrame:
+def table(runs: pd.DataFrame, algos: list[str], quick_beside: list[str]) -> pd.DataFrame:
     done = runs[runs.status == "done"]
     full, quick = done[done.protocol == "full"], done[done.protocol == "quick"]
     rows = []
@@ -42,7 +45,7 @@ def table(runs: pd.DataFrame, algos: list[str]) -> pd.DataFrame:
         for algo in algos:
             cell = mine[mine.algo == algo]
             row[f"{display_name(algo)} `full`"] = full_cell(cell) if len(cell) else ""
-        for algo in QUICK_BESIDE:
+        for algo in quick_beside:
             cell = theirs[theirs.algo == algo]
             row[f"{display_name(algo)} `quick`"] = quick_cell(cell) if len(cell) else ""
         row["updates"] = f"{mine.budget.iloc[0][0]:,}"
@@ -61,9 +64,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="leaderboards")
     parser.add_argument("--algos", default="cfcql,bc,matd3-bc,macql,omar")
+    parser.add_argument("--datasets", default="*", help="comma-separated ids or glob patterns")
+    parser.add_argument("--quick", default="cfcql,bc",
+                        help="algorithms whose `quick` mean ± std stand beside ('' for none)")
     args = parser.parse_args()
     runs = runs_frame(load_records(Path(args.out)))
-    print(markdown_table(table(runs, args.algos.split(","))))
+    patterns = args.datasets.split(",")
+    runs = runs[[any(fnmatch(d, p) for p in patterns) for d in runs.dataset_id]]
+    print(markdown_table(table(runs, args.algos.split(","), [a for a in args.quick.split(",") if a])))
 
 
 if __name__ == "__main__":

@@ -72,8 +72,8 @@ class MACQLContinuousConfig(ContinuousCQLConfig):
                              f"{self.critic_updates_per_round}")
 
 
-#: dataset id -> overrides: CFCQL's table (its backbone sizes, gamma and the code's alpha), as
-#: the CFCQL code's ``env_config_map`` serves its CQL runs with and without the counterfactual term.
+#: dataset id -> overrides: CFCQL's table (its backbone sizes, gamma and the code's alpha), as the
+#: CFCQL code's ``env_config_map`` serves its CQL runs with and without the counterfactual term.
 PER_DATASET: dict[str, dict[str, Any]] = CONTINUOUS_PER_DATASET
 
 

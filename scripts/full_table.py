@@ -1,7 +1,7 @@
 """Print the README's table of the `full` sweep so far: each dataset with a `full` record, the
-`full` score of each algorithm (seed mean ± std, with ↑ where the cell was still rising at its end and
-‡ where a seed trained on non-canonical bytes), the `quick` mean ± std beside it, the budget and
-CFCQL's wall time.
+`full` score of each algorithm (seed mean ± std, with ↑ where the cell was still rising at its
+end and ‡ where a seed trained on non-canonical bytes), the `quick` mean ± std beside it, the
+budget and CFCQL's wall time.
 
     python scripts/full_table.py [LEADERBOARDS] [--algos cfcql,bc,matd3-bc,macql,omar]
 
@@ -71,7 +71,8 @@ def main() -> None:
     runs = runs_frame(load_records(Path(args.out)))
     patterns = args.datasets.split(",")
     runs = runs[[any(fnmatch(d, p) for p in patterns) for d in runs.dataset_id]]
-    print(markdown_table(table(runs, args.algos.split(","), [a for a in args.quick.split(",") if a])))
+    quick_beside = [a for a in args.quick.split(",") if a]
+    print(markdown_table(table(runs, args.algos.split(","), quick_beside)))
 
 
 if __name__ == "__main__":

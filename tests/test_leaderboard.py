@@ -196,3 +196,12 @@ def test_every_registered_algorithm_has_its_own_colour_in_every_plot():
     colours = [algorithm_colour(name) for name in algorithm_registry()]
     assert len(set(colours)) == len(colours) and "black" not in colours
     assert algorithm_colour("not-an-algorithm") == "black"
+
+
+def test_columns_put_cfcql_first_then_the_baselines_then_the_ablations_as_declared():
+    from marl_offline_bench.leaderboard import _column_order
+
+    algos = ["cfcql_alpha_double", "omar", "cfcql_policy_samples", "bc", "cfcql",
+             "cfcql_alpha_half"]
+    assert _column_order(algos) == ["cfcql", "bc", "omar", "cfcql_policy_samples",
+                                    "cfcql_alpha_half", "cfcql_alpha_double"]

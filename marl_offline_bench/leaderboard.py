@@ -556,14 +556,15 @@ def dataset_order(dataset_id: str) -> tuple:
 
 
 def _figure_legend(fig, axes, one_row: bool = False, **kwargs) -> bool:
-    """One legend for the figure from every panel's lines (panels may hold different ones),
-    in one row with ``one_row``."""
+    """One legend for the figure from every panel's lines (panels may hold different ones), in
+    the tables' column order, in one row with ``one_row``."""
     legend: dict[str, Any] = {}
     for ax in axes.ravel():
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     if legend:
-        fig.legend(list(legend.values()), list(legend),
+        labels = _column_order(list(legend))
+        fig.legend([legend[label] for label in labels], labels,
                    **({"ncol": len(legend)} if one_row else {}), **kwargs)
     return bool(legend)
 

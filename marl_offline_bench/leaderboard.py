@@ -285,10 +285,11 @@ def _format_cell(summary: dict[str, Any], show_seeds: bool, mark_rising: bool = 
 
 def _column_order(algos: list[str]) -> list[str]:
     """CFCQL first, then the baselines alphabetically, then the ablations in the order they are
-    declared (alpha / 2 before alpha x 2)."""
+    declared (alpha / 2 before alpha x 2); names outside the registry (a plot's ``data`` line)
+    last."""
     declared = {name: k for k, name in enumerate(algorithm_registry())}
-    return sorted(algos, key=lambda a: (a != "cfcql", is_ablation(a),
-                                        declared.get(a, len(declared)) if is_ablation(a) else 0, a))
+    return sorted(algos, key=lambda a: (a not in declared, a != "cfcql", is_ablation(a),
+                                        declared.get(a, 0) if is_ablation(a) else 0, a))
 
 
 def data_score(dataset_id: str) -> float | None:

@@ -198,10 +198,10 @@ def test_every_registered_algorithm_has_its_own_colour_in_every_plot():
     assert algorithm_colour("not-an-algorithm") == "black"
 
 
-def test_columns_put_cfcql_first_then_the_baselines_then_the_ablations_as_declared():
+def test_columns_put_cfcql_first_then_the_baselines_then_the_ablations_as_declared_then_data():
     from marl_offline_bench.leaderboard import _column_order
 
-    algos = ["cfcql_alpha_double", "omar", "cfcql_policy_samples", "bc", "cfcql",
+    algos = ["cfcql_alpha_double", "omar", "data", "cfcql_policy_samples", "bc", "cfcql",
              "cfcql_alpha_half"]
     assert _column_order(algos) == ["cfcql", "bc", "omar", "cfcql_policy_samples",
-                                    "cfcql_alpha_half", "cfcql_alpha_double"]
+                                    "cfcql_alpha_half", "cfcql_alpha_double", "data"]

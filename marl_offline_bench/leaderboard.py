@@ -289,7 +289,7 @@ def _column_order(algos: list[str]) -> list[str]:
     last."""
     declared = {name: k for k, name in enumerate(algorithm_registry())}
     return sorted(algos, key=lambda a: (a not in declared, a != "cfcql", is_ablation(a),
-                                        declared.get(a, 0) if is_ablation(a) else 0, a))
+                                        declared[a] if is_ablation(a) else a))
 
 
 def data_score(dataset_id: str) -> float | None:

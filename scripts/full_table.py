@@ -23,6 +23,7 @@ from marl_offline_bench.leaderboard import (cell_still_rising, dataset_order, lo
                                             markdown_table, runs_frame)
 from marl_offline_bench.registry import get_dataset
 
+
 def full_cell(group: pd.DataFrame) -> str:
     mean = group.score.mean()
     marks = (" ↑" if cell_still_rising(list(group.still_rising)) else "") + \

@@ -10,7 +10,7 @@ from baselines.cfcql import (CONTINUOUS_PER_DATASET, DISCRETE_PER_DATASET, CFCQL
                              counterfactual_actor_loss, counterfactual_joint_actions,
                              counterfactual_joint_q, counterfactual_joint_q_reference,
                              counterfactual_lambda, lambda_entropy,
-                             policy_behaviour_kl)
+                             native_bfloat16, policy_behaviour_kl)
 from marl_offline_bench.policies import RecurrentGreedyPolicy
 from marl_offline_bench.networks import (AgentActors, QMixer, RNNAgent, TwinCritic, UNAVAILABLE_Q,
                                 build_agent_inputs, clip_grad_norm_agentwise_, td_lambda_targets)
@@ -415,6 +415,15 @@ def test_config_rejects_bad_values():
         CFCQLDiscrete.Config(td_lambda=1.5)
     with pytest.raises(ValueError):
         CFCQLContinuous.Config(num_sampled_actions=0)
+    with pytest.raises(ValueError, match="vae_precision"):
+        CFCQLContinuous.Config(vae_precision="float16")
+
+
+def test_vae_precision_auto_resolves_to_what_the_device_multiplies_natively():
+    """The recorded config names the precision a run used, never "auto"."""
+    native = "bfloat16" if native_bfloat16("cpu") else "float32"
+    assert CFCQLContinuous.Config().vae_precision == native
+    assert CFCQLContinuous.Config(vae_precision="float32").vae_precision == "float32"
 
 
 def test_full_continuous_cfcql_runs_lambda_one_over_n_without_a_vae(mpe_cn_tiny):

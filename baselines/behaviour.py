@@ -11,7 +11,8 @@
   all agents costs about a quarter of one VAE per agent on World.
 
 Both fit themselves with :meth:`fit` from a :class:`~marl_offline_bench.MARLDataset` for a given
-number of gradient steps (the reference code's early stopping is left to the caller's step count).
+number of gradient steps (the reference code's early stopping is left to the caller's step count),
+through the fit store: a fit already made the same way is loaded, one cut off part-way resumes.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from marl_offline_bench import Progress, no_progress
-from marl_offline_bench.dataset import MARLDataset
-
+from marl_offline_bench.dataset import BatchSampler, MARLDataset
+from marl_offline_bench.fits import StoredFit, fit_by_adam
 from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs,
                                          masked_fill_unavailable, masked_mean, mlp)
 
@@ -83,17 +84,15 @@ class DiscreteBehaviour(nn.Module):
     def fit(self, dataset: MARLDataset, steps: int, batch_size: int = 32, lr: float = 1e-3,
             grad_clip: float = 10.0, seed: int = 0, device: str = "cpu",
             progress: Progress = no_progress) -> float:
-        """Train by Adam for ``steps`` updates on episode batches; returns the last loss."""
-        optimiser = torch.optim.Adam(self.parameters(), lr=lr)
+        """Train by Adam for ``steps`` updates on episode batches, or load the same fit from the
+        fit store (:mod:`marl_offline_bench.fits`); returns the last loss."""
         sampler = dataset.sampler(batch_size, kind="episodes", seed=seed, device=device)
-        loss = torch.tensor(float("nan"))
-        for _ in progress(range(steps), "behaviour model"):
-            loss = self.loss(next(sampler))
-            optimiser.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
-            optimiser.step()
-        return loss.item()
+        store = StoredFit.for_model(
+            "behaviour-model", self, dataset.card.get("sha256"),
+            {"steps": steps, "batch_size": batch_size, "lr": lr, "grad_clip": grad_clip,
+             "seed": seed, "device": device}, code=(BatchSampler, RNNAgent))
+        return fit_by_adam(self, self.loss, sampler, steps, lr, progress, "behaviour model",
+                           grad_clip, store)
 
 
 # -- continuous -----------------------------------------------------------------------------------
@@ -194,17 +193,15 @@ class VAEBehaviour(nn.Module):
 
     def fit(self, dataset: MARLDataset, steps: int, batch_size: int = 256, lr: float = 1e-4,
             seed: int = 0, device: str = "cpu", progress: Progress = no_progress) -> float:
-        """Train by Adam for ``steps`` updates on transition batches; returns the last loss."""
-        optimiser = torch.optim.Adam(self.parameters(), lr=lr)
+        """Train by Adam for ``steps`` updates on transition batches, or load the same fit from
+        the fit store (:mod:`marl_offline_bench.fits`); returns the last loss."""
         sampler = dataset.sampler(batch_size, kind="transitions", seed=seed, device=device)
-        loss = torch.tensor(float("nan"))
-        for _ in progress(range(steps), "behaviour VAE"):
-            batch = next(sampler)
-            loss = self.elbo_loss(batch.states, batch.actions)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        return loss.item()
+        store = StoredFit.for_model(
+            "behaviour-vae", self, dataset.card.get("sha256"),
+            {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device},
+            code=(BatchSampler, mlp))
+        return fit_by_adam(self, lambda batch: self.elbo_loss(batch.states, batch.actions),
+                           sampler, steps, lr, progress, "behaviour VAE", store=store)
 
 
 def _normal_log_prob(x: torch.Tensor, mean, std) -> torch.Tensor:

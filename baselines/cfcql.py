@@ -37,7 +37,8 @@ Deviations from the reference code (each one chosen, not forced, unless said):
   TD(lambda) targets treat truncated episodes shorter than the batch correctly
   (:func:`~baselines.networks.td_lambda_targets`).
 * Continuous: beta_i comes, as in the code, from one VAE on (s, a) read per agent (see
-  :mod:`baselines.behaviour`); it trains inside the learner at the start (the code: beforehand).
+  :mod:`baselines.behaviour`); it trains inside the learner at the start (the code: beforehand),
+  once per data, settings and seed: the fit store (:mod:`marl_offline_bench.fits`) keeps it.
   Counterfactual samples come from three sources (uniform, around pi at s, around pi at s'), as
   the code does on HalfCheetah; its MPE branch used uniform samples only (``policy_samples``).
   The other agents keep their exact dataset actions (the code adds 1e-5 uniform noise on

@@ -37,6 +37,9 @@ class RunRecord:
         failure: the update and reason of a failed run.
         wall_time_s: training and evaluation time, summed over resumed segments.
         eval_time_s: the part of ``wall_time_s`` spent evaluating (None: not recorded).
+        prepare_time_s: the part of ``wall_time_s`` spent in one-off fits before the first update
+            (a behaviour model, a teacher); near 0 where the fit store held the fit already
+            (:mod:`marl_offline_bench.fits`). None: not recorded.
         finished: when it ended (local time, ISO 8601).
     """
 
@@ -61,6 +64,7 @@ class RunRecord:
     failure: dict[str, Any] | None = None
     wall_time_s: float | None = None
     eval_time_s: float | None = None
+    prepare_time_s: float | None = None
     finished: str | None = None
 
     @property
@@ -73,7 +77,8 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON: its fields, leaving out the optional ones it does not have."""
-        optional = {"budget_source", "dataset_sha256", "failure", "eval_time_s"}
+        optional = {"budget_source", "dataset_sha256", "failure", "eval_time_s",
+                    "prepare_time_s"}
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if not (k in optional and v is None)}
 

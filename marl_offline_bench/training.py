@@ -118,9 +118,13 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
             "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
             "curve": record.curve, "protocol": job.protocol, "budget": asdict(budget),
             "config": config, "dataset_sha256": record.dataset_sha256,
-            "elapsed": elapsed + time.time() - started, "eval_elapsed": evaluate.spent})
+            "elapsed": elapsed + time.time() - started, "eval_elapsed": evaluate.spent,
+            "prepare_elapsed": record.prepare_time_s})
 
+    began = time.time()
     algo.prepare(progress=_fit_progress(job))
+    if record.resumed_from is None:  # else the segment that ran the fits timed them
+        record.prepare_time_s = round(time.time() - began, 3)
     if step == 0:  # a behaviour model can take hours to fit: an interruption keeps it
         save_checkpoint()
     bar = _progress(job, step)
@@ -186,6 +190,7 @@ def _resume(job: RunJob, algo, checkpoints: Any, config: dict[str, Any],
     _set_rng_state(state["rng"])
     record.curve, record.resumed_from = list(state["curve"]), int(state["step"])
     record.eval_time_s = state.get("eval_elapsed")
+    record.prepare_time_s = state.get("prepare_elapsed")
     _say(job, f"{job.key}: resuming from update {state['step']:,} of {job.budget.updates:,}")
     return int(state["step"]), float(state["elapsed"])
 

@@ -47,7 +47,8 @@ def records(out):
 
 def comparable(record):
     """A record without what legitimately differs between two executions of the same run."""
-    drop = {"wall_time_s", "eval_time_s", "finished", "versions", "resumed_from"}
+    drop = {"wall_time_s", "eval_time_s", "prepare_time_s", "finished", "versions",
+            "resumed_from"}
     return {k: v for k, v in record.items() if k not in drop}
 
 
@@ -67,6 +68,7 @@ def test_smoke_end_to_end_then_rerun_skips(built, capsys):
         assert rec["config"]["episode_batch_size"] == 8 and rec["final"]["normalized_score"] is None
         assert "bc_loss" in rec["curve"][0]["train"]
         assert 0 < rec["eval_time_s"] < rec["wall_time_s"]
+        assert 0 <= rec["prepare_time_s"] < rec["wall_time_s"]
     assert not (out / "checkpoints").exists()
     table = (out / "equal_line.md").read_text()
     assert "Protocol `smoke`" in table and "50 updates" in table and "Seeds per cell: 2" in table
@@ -158,8 +160,32 @@ def test_run_killed_before_its_first_evaluation_keeps_its_fitted_behaviour(built
     assert cfcql(out) == 0
     resumed = records(out)[f"runs/smoke/cfcql/{N2}/seed0.json"]
     assert resumed["status"] == "done" and resumed["resumed_from"] == 0
+    assert resumed["prepare_time_s"] == ckpt["prepare_elapsed"] > 0   # the fit's segment's time
     assert comparable(resumed) == comparable(records(clean)[f"runs/smoke/cfcql/{N2}/seed0.json"])
     monkeypatch.setattr(CFCQLDiscrete, "fit_behaviour", real_fit)
+
+
+def test_variants_that_fit_the_same_behaviour_model_share_one_fit(built, monkeypatch, tmp_path):
+    """cfcql and cfcql_sign_plus differ only after the behaviour fit: the second run loads the
+    first's from the fit store and ends as it would have after fitting it again."""
+    store = tmp_path / "fits"
+    monkeypatch.setenv("MARL_BENCH_FIT_STORE", str(store))
+
+    def run(algo, out):
+        return main(["evaluate", "--algo", algo, "--protocol", "smoke", "--seeds", "1",
+                     "--device", "cpu", "--out", str(out), "--no-tables",
+                     "--set", "batch_size=8"])
+
+    assert run("cfcql", built / "a") == 0
+    fitted = sorted(p.name for p in store.iterdir())
+    assert len(fitted) == 1 and fitted[0].startswith("behaviour-model-")
+    assert run("cfcql_sign_plus", built / "a") == 0
+    assert sorted(p.name for p in store.iterdir()) == fitted
+    shared = records(built / "a")[f"runs/smoke/cfcql_sign_plus/{N2}/seed0.json"]
+    monkeypatch.setenv("MARL_BENCH_FIT_STORE", "off")
+    assert run("cfcql_sign_plus", built / "b") == 0
+    refitted = records(built / "b")[f"runs/smoke/cfcql_sign_plus/{N2}/seed0.json"]
+    assert comparable(shared) == comparable(refitted)
 
 
 def test_record_names_the_commit_given_where_the_code_has_no_git(built, monkeypatch):

@@ -596,7 +596,7 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
             values = np.array([[norm(p["mean_return"]) if norm else p["mean_return"]
                                 for p in c[:length]] for c in curves])
             mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=algo, color=algorithm_colour(algo))
+            ax.plot(steps, mean, label=display_name(algo), color=algorithm_colour(algo))
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2,
                             color=algorithm_colour(algo))
         low, high = ax.get_ylim()
@@ -643,7 +643,7 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
                 mean="mean", std=lambda x: x.std(ddof=0)).sort_index()  # as the tables
             std = stats["std"].fillna(0.0)
             ax.errorbar(stats.index, stats["mean"], yerr=std, marker="o", capsize=3,
-                        color=algorithm_colour(algo), label=algo)
+                        color=algorithm_colour(algo), label=display_name(algo))
         per_n = mine.groupby("n_agents").dataset_id.first().sort_index()
         data = [data_score(d) for d in per_n]
         if None not in data:

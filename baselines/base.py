@@ -9,8 +9,17 @@ table under ``full``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
 
 from marl_offline_bench import BaseConfig, OfflineAlgorithm, Progress, no_progress
+from marl_offline_bench.dataset import MARLDataset
+from marl_offline_bench.envs import TaskInfo
+from marl_offline_bench.policies import DeterministicActorPolicy
+
+from .actor_critic_backbone import ActorCriticBackbone
 
 
 #: CPU sizing under the ``quick`` protocol, one rule for every learner so that their runs are
@@ -174,7 +183,28 @@ ACTOR_CRITIC_CHECKPOINT: tuple[str, ...] = ("actors", "critic", "target_actors",
                                             "actor_optimiser", "critic_optimiser")
 
 
+class ContinuousActorCritic(OfflineAlgorithm, ActorCriticBackbone):
+    """A continuous learner on the actor-critic backbone (ICQL, OMAR, MACQL, MATD3-BC, CFCQL):
+    what they declare alike. It checkpoints the backbone's networks and optimisers, takes the
+    reference code's per-task settings under ``full``, draws :data:`QUICK_TRANSITION_BATCH`
+    transitions under ``quick``, acts with its actors, and holds ``action_mask`` (n, d), 1 on each
+    agent's real action dimensions. A learner adds its networks with ``init_actor_critic``."""
+
+    checkpoint_attributes: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_CHECKPOINT
+    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
+    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"batch_size": QUICK_TRANSITION_BATCH}}
+
+    def __init__(self, info: TaskInfo, dataset: MARLDataset, config: BaseConfig):
+        super().__init__(info, dataset, config)
+        self.action_mask = torch.as_tensor(np.asarray(info.action_mask, bool),
+                                           dtype=torch.float32, device=config.device)
+
+    def policy(self) -> DeterministicActorPolicy:
+        return DeterministicActorPolicy(self.actors, self.config.device)
+
+
 __all__ = ["BaseConfig", "OfflineAlgorithm", "QMIXBackboneConfig", "ContinuousBackboneConfig",
-           "ContinuousCQLConfig", "DiscreteActorCriticConfig",
+           "ContinuousCQLConfig", "DiscreteActorCriticConfig", "ContinuousActorCritic",
            "QUICK_EPISODE_BATCH", "QUICK_TRANSITION_BATCH", "CONTINUOUS_REFERENCE_SETTINGS",
            "ACTOR_CRITIC_CHECKPOINT"]

@@ -67,13 +67,13 @@ from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import (AgentActors, MixerWeights, QMixer, TwinCritic,
                                          build_agent_inputs, masked_fill_unavailable,
                                          masked_mean)
-from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
+from marl_offline_bench.policies import RecurrentGreedyPolicy
 from marl_offline_bench.registry import QUALITIES
 
-from .actor_critic_backbone import ActorCriticBackbone, RoundSchedule, target_policy_smoothing
-from .base import (CONTINUOUS_REFERENCE_SETTINGS, QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH,
-                   BaseConfig, ContinuousCQLConfig, OfflineAlgorithm, Progress,
-                   QMIXBackboneConfig, no_progress)
+from .actor_critic_backbone import RoundSchedule, target_policy_smoothing
+from .base import (QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH, BaseConfig, ContinuousActorCritic,
+                   ContinuousCQLConfig, OfflineAlgorithm, Progress, QMIXBackboneConfig,
+                   no_progress)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .qmix_backbone import QMIXBackbone, qmix_td_loss
 from .sampling_continuous import continuous_per_dataset
@@ -552,7 +552,7 @@ class CFCQLDiscrete(OfflineAlgorithm):
         torch.set_rng_state(state["torch_rng"])
 
 
-class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
+class CFCQLContinuous(ContinuousActorCritic):
     """Continuous CFCQL: central twin critic, per-agent actors (see the module docstring).
 
     One :meth:`update` is one critic step; the first step of every round of
@@ -561,7 +561,6 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
 
     Config: ClassVar[type[BaseConfig]] = CFCQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = CONTINUOUS_PER_DATASET
-    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
     # The authors' VAE (hidden 750, 20 importance samples, 1e5 steps) adds 0.4-0.8 s of one core
     # to a World update; `quick` uses a small one so that every dataset fits the budget.
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
@@ -577,15 +576,13 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, d = info.n_agents, info.action_dim
-        mask = np.asarray(info.action_mask, bool)
-        self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
         self.init_actor_critic(
-            AgentActors(info.obs_dim, mask, cfg.hidden_dim, cfg.input_norm).to(device),
+            AgentActors(info.obs_dim, info.action_mask, cfg.hidden_dim, cfg.input_norm).to(device),
             TwinCritic(info.state_dim, n * d, cfg.hidden_dim, cfg.input_norm).to(device),
             cfg.lr, cfg.lr)
         k = cfg.critic_updates_per_round
         self.schedule = RoundSchedule(k, actor_step=0, target_step=k - 1)
-        self.vae = VAEBehaviour(info.state_dim, mask, cfg.vae_hidden_dim,
+        self.vae = VAEBehaviour(info.state_dim, info.action_mask, cfg.vae_hidden_dim,
                                 cfg.vae_latent_dim or None, cfg.vae_kl_weight).to(device)
         self.behaviour_loss = float("nan")
         self.behaviour_ready = False
@@ -721,9 +718,6 @@ class CFCQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
         joint = counterfactual_joint_actions(actions, samples)                  # (B, n, K, n*d)
         cf_q = self.critic.from_features(features, joint.reshape(batch_size, n * n_samples, n * d))
         return cf_q.reshape(2, batch_size, n, n_samples)
-
-    def policy(self) -> DeterministicActorPolicy:
-        return DeterministicActorPolicy(self.actors, self.config.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -44,19 +44,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import AgentActors, AgentwiseMLP
-from marl_offline_bench.policies import DeterministicActorPolicy
 
-from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
-                                    twin_td_loss, twin_td_targets)
-from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
-                   BaseConfig, ContinuousCQLConfig, OfflineAlgorithm)
+from .actor_critic_backbone import (RoundSchedule, target_policy_smoothing, twin_td_loss,
+                                    twin_td_targets)
+from .base import BaseConfig, ContinuousActorCritic, ContinuousCQLConfig
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
@@ -222,27 +219,21 @@ def independent_actor_loss(q1_policy: torch.Tensor, policy_actions: torch.Tensor
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class ICQL(OfflineAlgorithm, ActorCriticBackbone):
+class ICQL(ContinuousActorCritic):
     """Independent CQL(H): per-agent twin critics on (o_i, a_i), per-agent TD3 actors.
 
     Subclasses change the actor's objective by overriding :meth:`actor_losses` (OMAR).
     """
 
-    checkpoint_attributes: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_CHECKPOINT
     Config: ClassVar[type[BaseConfig]] = ICQLConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
-    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
-    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
-    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"batch_size": QUICK_TRANSITION_BATCH}}
     config: ICQLConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: ICQLConfig):
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
-        mask = np.asarray(info.action_mask, bool)
-        self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
-        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
+        self.init_actor_critic(AgentActors(info.obs_dim, info.action_mask,
+                                           cfg.hidden_dim).to(device),
                                AgentwiseTwinCritic(info.n_agents, info.obs_dim, info.action_dim,
                                                    cfg.hidden_dim).to(device), cfg.lr, cfg.lr)
         # the actors at the first update of every policy_delay, the targets after every update
@@ -304,9 +295,6 @@ class ICQL(OfflineAlgorithm, ActorCriticBackbone):
         losses = independent_actor_loss(q1_policy, policy_actions, self.action_mask,
                                         self.config.action_reg)
         return losses, {"q_policy_mean": q1_policy.mean().item()}
-
-    def policy(self) -> DeterministicActorPolicy:
-        return DeterministicActorPolicy(self.actors, self.config.device)
 
 
 if __name__ == "__main__":  # python -m baselines.icql --dataset ID --protocol smoke

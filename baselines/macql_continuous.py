@@ -35,18 +35,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import AgentActors, TwinCritic
-from marl_offline_bench.policies import DeterministicActorPolicy
 
-from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
-                                    twin_td_loss, twin_td_targets)
-from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
-                   BaseConfig, ContinuousCQLConfig, OfflineAlgorithm)
+from .actor_critic_backbone import (RoundSchedule, target_policy_smoothing, twin_td_loss,
+                                    twin_td_targets)
+from .base import BaseConfig, ContinuousActorCritic, ContinuousCQLConfig
 from .cfcql import CONTINUOUS_PER_DATASET
 from .icql import cql_action_samples, cql_h_penalty
 
@@ -115,28 +112,22 @@ def centralised_actor_loss(q1_policy: torch.Tensor, policy_actions: torch.Tensor
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class MACQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
+class MACQLContinuous(ContinuousActorCritic):
     """Naive multi-agent CQL(H) on the central twin critic (see the module docstring).
 
     One :meth:`update` is one critic step; the first of every round of
     ``critic_updates_per_round`` also updates the actors, and the targets move after the last.
     """
 
-    checkpoint_attributes: ClassVar[tuple[str, ...]] = ACTOR_CRITIC_CHECKPOINT
     Config: ClassVar[type[BaseConfig]] = MACQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
-    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
-    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
-    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"batch_size": QUICK_TRANSITION_BATCH}}
     config: MACQLContinuousConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MACQLContinuousConfig):
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
-        mask = np.asarray(info.action_mask, bool)
-        self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
-        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
+        self.init_actor_critic(AgentActors(info.obs_dim, info.action_mask,
+                                           cfg.hidden_dim).to(device),
                                TwinCritic(info.state_dim, info.n_agents * info.action_dim,
                                           cfg.hidden_dim).to(device), cfg.lr, cfg.lr)
         k = cfg.critic_updates_per_round
@@ -187,9 +178,6 @@ class MACQLContinuous(OfflineAlgorithm, ActorCriticBackbone):
             self.update_targets(cfg.target_rate)
         self.updates += 1
         return metrics
-
-    def policy(self) -> DeterministicActorPolicy:
-        return DeterministicActorPolicy(self.actors, self.config.device)
 
 
 if __name__ == "__main__":  # python -m baselines.macql_continuous --dataset ID --protocol smoke

@@ -47,10 +47,10 @@ from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import AgentActors, TwinCritic
 from marl_offline_bench.policies import DeterministicActorPolicy
 
-from .actor_critic_backbone import (ActorCriticBackbone, RoundSchedule, target_policy_smoothing,
-                                    twin_td_loss, twin_td_targets)
-from .base import (ACTOR_CRITIC_CHECKPOINT, CONTINUOUS_REFERENCE_SETTINGS, QUICK_TRANSITION_BATCH,
-                   BaseConfig, ContinuousBackboneConfig, OfflineAlgorithm)
+from .actor_critic_backbone import (RoundSchedule, target_policy_smoothing, twin_td_loss,
+                                    twin_td_targets)
+from .base import (ACTOR_CRITIC_CHECKPOINT, BaseConfig, ContinuousActorCritic,
+                   ContinuousBackboneConfig)
 from .sampling_continuous import continuous_per_dataset
 
 __all__ = [
@@ -176,30 +176,25 @@ def td3bc_actor_loss(q_policy: torch.Tensor, policy_actions: torch.Tensor,
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class MATD3BC(OfflineAlgorithm, ActorCriticBackbone):
+class MATD3BC(ContinuousActorCritic):
     """TD3+BC with per-agent actors and a centralised twin critic (see the module docstring)."""
 
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (*ACTOR_CRITIC_CHECKPOINT, "obs_norm",
                                                         "state_norm")
     Config: ClassVar[type[BaseConfig]] = MATD3BCConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = PER_DATASET
-    reference_settings: ClassVar[tuple[str, ...]] = CONTINUOUS_REFERENCE_SETTINGS
-    # Under `quick`, batches are sized for a 2-core CPU as CFCQL's are (QUICK_TRANSITION_BATCH).
-    protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"batch_size": QUICK_TRANSITION_BATCH}}
     config: MATD3BCConfig
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MATD3BCConfig):
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
-        mask = np.asarray(info.action_mask, bool)
-        self.action_mask = torch.as_tensor(mask, dtype=torch.float32, device=device)  # (n, d)
         episodes = dataset.episodes_data
         self.obs_norm = ObservationNormaliser.fit(episodes.obs, cfg.normalize_eps,
                                                   cfg.normalize).to(device)
         self.state_norm = ObservationNormaliser.fit(episodes.states, cfg.normalize_eps,
                                                     cfg.normalize).to(device)
-        self.init_actor_critic(AgentActors(info.obs_dim, mask, cfg.hidden_dim).to(device),
+        self.init_actor_critic(AgentActors(info.obs_dim, info.action_mask,
+                                           cfg.hidden_dim).to(device),
                                TwinCritic(info.state_dim, info.n_agents * info.action_dim,
                                           cfg.hidden_dim).to(device), cfg.lr, cfg.lr)
         d = cfg.policy_delay                       # TD3: the actors and targets every d-th update

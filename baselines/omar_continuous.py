@@ -37,10 +37,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from marl_offline_bench.dataset import MARLDataset
-from marl_offline_bench.envs import TaskInfo
-
-from .base import BaseConfig, OfflineAlgorithm
+from .base import BaseConfig
 from .icql import CQL_ALPHA, ICQL, ICQLConfig
 from .sampling_continuous import continuous_per_dataset
 

@@ -13,10 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import torch
-
-from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.registry import DATASETS
 
 __all__ = ["BACKBONE_PER_TASK", "continuous_per_dataset"]

@@ -54,6 +54,24 @@ def fit_store_folder() -> Path | None:
     return Path.home() / ".cache" / "marl-offline-bench" / "fits"
 
 
+def _random_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """torch's random state a fit on ``device`` draws from (the CPU's, and the GPU's on one)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_random_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _sources(*objects: Any) -> Iterator[bytes]:
     for obj in objects:
         yield inspect.getsource(inspect.getmodule(obj)).encode()
@@ -83,7 +101,7 @@ class StoredFit:
                      json.dumps(dict(settings), sort_keys=True, default=str).encode(),
                      torch.__version__.encode(), np.__version__.encode(),
                      *_sources(type(model), StoredFit, *code),
-                     torch.get_rng_state().numpy().tobytes()):
+                     *(t.cpu().numpy().tobytes() for t in _random_state(_device(model)).values())):
             digest.update(hashlib.sha256(part).digest())
         for name, tensor in model.state_dict().items():
             digest.update(name.encode())
@@ -123,13 +141,14 @@ def fit_by_adam(model: nn.Module, loss_of: Callable[[Any], torch.Tensor], sample
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
+        _set_random_state(state["torch_rng"], _device(model))
         start, loss, seconds = int(state["step"]), torch.tensor(state["loss"]), state["seconds"]
     began = time.monotonic()
 
     def snapshot(step: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "sampler_rng": sampler.rng.bit_generator.state,
+                "torch_rng": _random_state(_device(model)),
                 "step": step, "loss": loss.item(), "seconds": seconds + time.monotonic() - began}
 
     for step in progress(range(start, steps), what):

@@ -52,6 +52,15 @@ def check_overrides(algo: str, dataset_id: str, overrides: dict[str, Any]) -> No
                          f"settings are {', '.join(sorted(fields))}.")
 
 
+def overrides_for(algo: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The ``--set`` settings that apply to ``algo``: the unscoped ones and its own
+    (``algo.key``, which win), by their plain names."""
+    mine = {k: v for k, v in overrides.items() if "." not in k}
+    mine.update({k.partition(".")[2]: v for k, v in overrides.items()
+                 if k.startswith(f"{algo}.")})
+    return mine
+
+
 # -- datasets ----------------------------------------------------------------------------------
 def select_datasets(pattern: str | None, build: bool = True,
                     report: Callable[[str], None] | None = None,
@@ -189,9 +198,7 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
                              f"algorithms being run ({', '.join(algos)}).")
     unsupported, jobs = [], []
     for algo in algos:
-        mine = {k: v for k, v in overrides.items() if "." not in k}
-        mine.update({k.partition(".")[2]: v for k, v in overrides.items()
-                     if k.startswith(f"{algo}.")})
+        mine = overrides_for(algo, overrides)
         for dataset_id in datasets:
             try:
                 check_pairing(algo, dataset_id)
@@ -228,4 +235,4 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
 
 
 __all__ = ["DEFAULT_OUT", "BenchmarkSummary", "run_benchmark", "select_datasets",
-           "check_pairing", "check_overrides", "resolve_device"]
+           "check_pairing", "check_overrides", "overrides_for", "resolve_device"]

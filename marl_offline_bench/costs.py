@@ -3,7 +3,9 @@
 Each planned run is priced from measured rates. First choice, a measurement made here and now: the
 learner is built with the run's resolved config on synthetic data of the task's shapes, a few whole
 rounds of updates are timed, and the task's learning-curve and final evaluations on its engine,
-once per task (one-off fits of a behaviour model are left out). Otherwise, the wall time per update
+once per task, and the first steps of its one-off fits (a behaviour model, a teacher), scaled to
+their full length; a fit the fit store already holds costs nothing, so runs that share one are
+priced above what they take. Otherwise, the wall time per update
 of finished run records (their own evaluations included): records of the same algorithm, task and
 protocol; else of the same algorithm and task under another protocol, scaled linearly by batch
 size; else the same algorithm's records on the family. A run with neither is listed as unpriced.
@@ -26,6 +28,9 @@ __all__ = ["PlannedRun", "MeasuredRun", "plan_costs", "format_plan", "measure_ru
 
 #: Config fields of one-off fits before the first update, set to 0 when timing updates.
 _ONE_OFF_FITS = ("bc_steps", "vae_steps", "teacher_steps")
+#: Two lengths of each one-off fit, timed to price its steps apart from its fixed part (CFCQL's
+#: table of behaviour log-probabilities over the data, say).
+_FIT_PROBES = (10, 30)
 
 _BATCH_KEYS = ("batch_size", "transition_batch_size", "episode_batch_size")
 
@@ -116,24 +121,28 @@ class MeasuredRun:
         batch: the batch the learner draws.
         curve_eval_s: seconds of one learning-curve evaluation (``budget.eval_episodes``).
         final_eval_s: seconds of the final evaluation (``budget.final_episodes``).
+        fit_s: seconds of the one-off fits before the first update, at their full length.
     """
 
     update_s: float
     batch: int | None
     curve_eval_s: float
     final_eval_s: float
+    fit_s: float = 0.0
 
     def run_seconds(self, budget: Budget) -> tuple[float, float]:
         """(total seconds, of which evaluation) of a run under ``budget``."""
         evaluations = math.ceil(budget.updates / budget.eval_every)
         evaluating = evaluations * self.curve_eval_s + self.final_eval_s
-        return budget.updates * self.update_s + evaluating, evaluating
+        return self.fit_s + budget.updates * self.update_s + evaluating, evaluating
 
 
-def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3) -> MeasuredRun:
+def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3,
+                overrides: dict[str, Any] | None = None) -> MeasuredRun:
     """Time ``algo`` with the run's config here, on synthetic data of the dataset's shapes
-    (whole rounds of updates after one warm-up round), and its task's evaluations
-    (:func:`measure_evaluations`)."""
+    (whole rounds of updates after one warm-up round, and the first steps of its one-off fits),
+    and its task's evaluations (:func:`measure_evaluations`). ``overrides``: the run's ``--set``
+    settings."""
     import time
 
     from .algorithms import get_algorithm
@@ -147,10 +156,23 @@ def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3) -> M
         else info.episode_limit
     spec = get_algorithm(algo)
     cls = spec.algorithm_class(info.discrete)
-    no_fit = {k: 0 for k in _ONE_OFF_FITS if k in cls.config_fields()}
-    # the run's config (its dataset's table entry included), on data of its shapes
-    config = spec.config(info, dataset_id, protocol, **no_fit)
-    learner = cls(info, synthetic_dataset(info, max(8, 4096 // length), length), config)
+    overrides = overrides or {}
+    full = spec.config(info, dataset_id, protocol, **overrides)
+    fit_steps = sum(getattr(full, k) for k in _ONE_OFF_FITS if hasattr(full, k))
+    data = synthetic_dataset(info, max(8, 4096 // length), length)
+
+    def learner_preparing(steps: int) -> tuple[Any, float]:
+        """The run's learner (its dataset's table entry included) on data of its shapes, with
+        its one-off fits cut to ``steps``; and the seconds its prepare() took."""
+        cut = {k: min(getattr(full, k), steps) for k in _ONE_OFF_FITS if hasattr(full, k)}
+        learner = cls(info, data, spec.config(info, dataset_id, protocol, **{**overrides, **cut}))
+        started = time.perf_counter()
+        learner.prepare()
+        return learner, time.perf_counter() - started
+
+    (_, short), (learner, long) = (learner_preparing(steps) for steps in _FIT_PROBES)
+    per_step = max(0.0, long - short) / (_FIT_PROBES[1] - _FIT_PROBES[0])
+    fit_s = max(0.0, short - _FIT_PROBES[0] * per_step) + fit_steps * per_step
     per_round = int(getattr(learner.config, "critic_updates_per_round", 1) or 1)
     for _ in range(per_round):
         learner.update()
@@ -162,7 +184,7 @@ def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3) -> M
     budget = protocol_budget(protocol, dataset_id)
     curve_s, final_s = measure_evaluations(entry.task_id, budget.eval_episodes,
                                            budget.final_episodes)
-    return MeasuredRun(update_s, batch, curve_eval_s=curve_s, final_eval_s=final_s)
+    return MeasuredRun(update_s, batch, curve_eval_s=curve_s, final_eval_s=final_s, fit_s=fit_s)
 
 
 @functools.lru_cache(maxsize=None)
@@ -188,9 +210,10 @@ def measure_evaluations(task_id: str, curve_episodes: int,
 
 
 def plan_costs(algos: list[str], datasets: list[str], seeds: list[int], protocol: str,
-               record_roots: Iterable[Path], measure: bool = False) -> list[PlannedRun]:
+               record_roots: Iterable[Path], measure: bool = False,
+               overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
     """Every (algorithm, dataset, seed) run with its budget and estimated CPU-hours (measured
-    here when ``measure``, else from the records)."""
+    here with the config ``overrides`` when ``measure``, else from the records)."""
     import torch
 
     rates = _rates(record_roots)
@@ -206,7 +229,8 @@ def plan_costs(algos: list[str], datasets: list[str], seeds: list[int], protocol
                     threads = torch.get_num_threads()
                     torch.set_num_threads(1)  # one run per core, as the sweeps run
                     try:
-                        measured[key] = measure_run(algo, dataset_id, protocol)
+                        measured[key] = measure_run(algo, dataset_id, protocol,
+                                                    overrides=overrides)
                     finally:
                         torch.set_num_threads(threads)
                 seconds, evaluating = measured[key].run_seconds(budget)
@@ -223,7 +247,7 @@ def plan_costs(algos: list[str], datasets: list[str], seeds: list[int], protocol
 def format_plan(plan: list[PlannedRun], protocol: str) -> list[str]:
     """The dry run's lines: one per run, then totals per algorithm and per family."""
     lines = [f"dry run, protocol {protocol}: {len(plan)} run(s) (estimated CPU-hours: one run "
-             "per core, updates and evaluations; one-off behaviour fits add to it)"]
+             "per core, one-off fits, updates and evaluations)"]
     for run in plan:
         cost = "unpriced" if run.cpu_hours is None else f"{run.cpu_hours:.2f} CPU-hours"
         if run.eval_hours is not None and run.cpu_hours:

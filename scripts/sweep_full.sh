@@ -31,10 +31,10 @@ for seed in 0 1 2; do
   if ((seed == 0)); then
     # Why CFCQL falls below BC on expert data: CQL samples around pi as well (issue 20, item 5);
     # cn-expert is recorded, pp-expert is in leaderboards/diagnosis. The paper's behaviour VAE
-    # costs 3.6 CPU-hours of updates a World run (--dry-run) after its fit, which cfcql_vae and
-    # cfcql_sign_plus share through the fit store: one seed of the lambda question here, its other
-    # seeds after the others' (better sent to a GPU, docs/cluster.md). One call, so that both
-    # workers stay busy.
+    # makes a World run about 5 CPU-hours (--dry-run), its fit an hour of them, which cfcql_vae
+    # and cfcql_sign_plus share through the fit store: one seed of the lambda question here, its
+    # other seeds after the others' (better sent to a GPU, docs/cluster.md). One call, so that
+    # both workers stay busy.
     run --algo cfcql_policy_samples,cfcql_vae,cfcql_sign_plus --datasets "$lambda_sets" --seeds 0,
   fi
 done

@@ -504,3 +504,14 @@ def test_dry_run_prices_runs_without_running_them(built, capsys):
     assert main(["evaluate", "--algo", "bc", "--datasets", N2, "--seeds", "1", "--protocol",
                  "smoke", "--dry-run", "--from-records", "--out", str(out)]) == 0
     assert "bc equal_line-n2-random-v0 seed 0: 50 updates" in capsys.readouterr().out
+
+
+def test_dry_run_prices_the_one_off_fits(built, capsys):
+    """A behaviour fit before the first update is part of a run's price: timed for a few steps
+    and scaled to its length (an hour of one core for the paper's VAE on World)."""
+    def hours(*extra):
+        assert main(["evaluate", "--algo", "cfcql", "--datasets", N2, "--seeds", "1",
+                     "--protocol", "full", "--dry-run", "--out", str(built / "lb"), *extra]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if "seed 0:" in x)
+        return float(line.split(" CPU-hours")[0].rsplit(" ", 1)[1])
+    assert hours("--set", "bc_steps=2000000") > hours("--set", "bc_steps=0") + 0.25

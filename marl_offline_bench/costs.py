@@ -4,33 +4,38 @@ Each planned run is priced from measured rates. First choice, a measurement made
 learner is built with the run's resolved config on synthetic data of the task's shapes, a few whole
 rounds of updates are timed, and the task's learning-curve and final evaluations on its engine,
 once per task, and the first steps of its one-off fits (a behaviour model, a teacher), scaled to
-their full length; a fit the fit store already holds costs nothing, so runs that share one are
-priced above what they take. Otherwise, the wall time per update
+their full length. The probes fit into a temporary fit store shared by the whole dry run
+(:func:`probe_fit_store`), so a fit that two planned runs share (``cfcql_vae`` and
+``cfcql_sign_plus``) is priced once, as the store runs it; a fit the real store already holds
+is still priced. Otherwise, the wall time per update
 of finished run records (their own evaluations included): records of the same algorithm, task and
 protocol; else of the same algorithm and task under another protocol, scaled linearly by batch
 size; else the same algorithm's records on the family. A run with neither is listed as unpriced.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import os
 import statistics
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .protocols import FRACTION_OF_FULL, Budget, protocol_budget, reference_task
 from .registry import get_dataset, recorded_statistics
 
 __all__ = ["PlannedRun", "MeasuredRun", "plan_costs", "format_plan", "measure_run",
-           "measure_evaluations"]
+           "measure_evaluations", "probe_fit_store"]
 
 #: Config fields of one-off fits before the first update, set to 0 when timing updates.
 _ONE_OFF_FITS = ("bc_steps", "vae_steps", "teacher_steps")
 #: Two lengths of each one-off fit, timed to price its steps apart from its fixed part (CFCQL's
 #: table of behaviour log-probabilities over the data, say).
-_FIT_PROBES = (10, 30)
+_FIT_PROBES = (10, 110)
 
 _BATCH_KEYS = ("batch_size", "transition_batch_size", "episode_batch_size")
 
@@ -137,11 +142,39 @@ class MeasuredRun:
         return self.fit_s + budget.updates * self.update_s + evaluating, evaluating
 
 
+_probing = False  # inside probe_fit_store()
+
+
+@contextlib.contextmanager
+def probe_fit_store() -> Iterator[None]:
+    """Within it, the fit store is a temporary folder shared by every probe fit made inside, and
+    removed after: the probes of a run whose fit another run made already load it, as the real
+    runs would, and nothing reaches the real store. Nested uses share the outermost folder;
+    where the store is off (``MARL_BENCH_FIT_STORE=off``) it stays off."""
+    global _probing
+    from .fits import FIT_STORE_ENV, fit_store_folder
+
+    if _probing or fit_store_folder() is None:
+        yield
+        return
+    configured = os.environ.get(FIT_STORE_ENV)
+    with tempfile.TemporaryDirectory(prefix="marl-bench-probe-fits-") as folder:
+        os.environ[FIT_STORE_ENV], _probing = folder, True
+        try:
+            yield
+        finally:
+            _probing = False
+            if configured is None:
+                del os.environ[FIT_STORE_ENV]
+            else:
+                os.environ[FIT_STORE_ENV] = configured
+
+
 def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3,
                 overrides: dict[str, Any] | None = None) -> MeasuredRun:
     """Time ``algo`` with the run's config here, on synthetic data of the dataset's shapes
-    (whole rounds of updates after one warm-up round, and the first steps of its one-off fits),
-    and its task's evaluations (:func:`measure_evaluations`). ``overrides``: the run's ``--set``
+    (whole rounds of updates after one warm-up round, and the first steps of its one-off fits,
+    in :func:`probe_fit_store`), and its task's evaluations (:func:`measure_evaluations`). ``overrides``: the run's ``--set``
     settings."""
     import time
 
@@ -170,7 +203,8 @@ def measure_run(algo: str, dataset_id: str, protocol: str, rounds: int = 3,
         learner.prepare()
         return learner, time.perf_counter() - started
 
-    (_, short), (learner, long) = (learner_preparing(steps) for steps in _FIT_PROBES)
+    with probe_fit_store():
+        (_, short), (learner, long) = (learner_preparing(steps) for steps in _FIT_PROBES)
     per_step = max(0.0, long - short) / (_FIT_PROBES[1] - _FIT_PROBES[0])
     fit_s = max(0.0, short - _FIT_PROBES[0] * per_step) + fit_steps * per_step
     per_round = int(getattr(learner.config, "critic_updates_per_round", 1) or 1)

@@ -7,6 +7,7 @@ ever crosses an episode boundary.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -483,7 +484,9 @@ def synthetic_dataset(info, episodes: int, length: int, seed: int = 0) -> MARLDa
     """Full-length episodes of random values with a task's shapes (``info``: its TaskInfo).
 
     For timing: an update's cost depends on the shapes only. Discrete tasks get random
-    availability (about 70% of actions), action 0 always available and always taken.
+    availability (about 70% of actions), action 0 always available and always taken. The card
+    holds a checksum of the arrays, as a stored dataset's holds its file's, so that the fit store
+    names one-off fits on them as it does on real data (the dry run prices shared fits so).
     """
     rng = np.random.default_rng(seed)
     n, steps = info.n_agents, episodes * length
@@ -504,5 +507,9 @@ def synthetic_dataset(info, episodes: int, length: int, seed: int = 0) -> MARLDa
         timeouts=np.tile(np.arange(length) == length - 1, episodes), won=None,
         episode_starts=np.arange(0, steps + 1, length).astype(np.int64),
         seeds=np.zeros(episodes, np.int64))
-    return MARLDataset(arrays, f"{info.task_id}-synthetic-v0", info.task_id, {}, info.obs_mask,
-                       info.action_mask)
+    digest = hashlib.sha256()
+    for array in (arrays.obs, arrays.states, arrays.actions, arrays.rewards, avail):
+        if array is not None:
+            digest.update(array.tobytes())
+    return MARLDataset(arrays, f"{info.task_id}-synthetic-v0", info.task_id,
+                       {"sha256": digest.hexdigest()}, info.obs_mask, info.action_mask)

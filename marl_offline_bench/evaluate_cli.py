@@ -235,7 +235,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace, algos: list[str], seeds: list[int], say) -> int:
     """List the runs ``evaluate`` would start, their budgets and estimated CPU-hours."""
     from .benchmarking import check_overrides, check_pairing, overrides_for, select_datasets
-    from .costs import format_plan, plan_costs
+    from .costs import format_plan, plan_costs, probe_fit_store
 
     datasets = select_datasets(args.datasets, build=False, report=say, keep_unbuilt=True)
     overrides = _parse_overrides(args.set or [])
@@ -251,11 +251,12 @@ def _dry_run(args: argparse.Namespace, algos: list[str], seeds: list[int], say) 
                 continue
             check_overrides(algo, dataset_id, overrides_for(algo, overrides))
         pairs[algo] = usable
-    plan = [run for algo in algos
-            for run in plan_costs([algo], pairs[algo], seeds, args.protocol,
-                                  [Path(args.out), PUBLISHED_RECORDS],
-                                  measure=not args.from_records,
-                                  overrides=overrides_for(algo, overrides))]
+    with probe_fit_store():  # a fit two runs share is priced once
+        plan = [run for algo in algos
+                for run in plan_costs([algo], pairs[algo], seeds, args.protocol,
+                                      [Path(args.out), PUBLISHED_RECORDS],
+                                      measure=not args.from_records,
+                                      overrides=overrides_for(algo, overrides))]
     for line in format_plan(plan, args.protocol):
         say(line)
     return 0

@@ -515,3 +515,19 @@ def test_dry_run_prices_the_one_off_fits(built, capsys):
         line = next(x for x in capsys.readouterr().out.splitlines() if "seed 0:" in x)
         return float(line.split(" CPU-hours")[0].rsplit(" ", 1)[1])
     assert hours("--set", "bc_steps=2000000") > hours("--set", "bc_steps=0") + 0.25
+
+
+@pytest.mark.parametrize("store", ["private", "off"])
+def test_dry_run_prices_a_shared_fit_once(built, capsys, monkeypatch, store):
+    """cfcql_sign_plus fits the very VAE cfcql_vae fits; with the fit store on it loads that
+    fit, and the dry run, its probes sharing a store, prices the fit once. With the store off
+    both runs fit it."""
+    if store == "off":
+        monkeypatch.setenv("MARL_BENCH_FIT_STORE", "off")
+    assert main(["evaluate", "--algo", "cfcql_vae,cfcql_sign_plus", "--datasets",
+                 "mpe-world-expert-v0", "--seeds", "1", "--protocol", "smoke", "--dry-run",
+                 "--set", "vae_steps=50000000", "--out", str(built / "lb")]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if "seed 0:" in x]
+    vae, sign_plus = (float(x.split(" CPU-hours")[0].rsplit(" ", 1)[1]) for x in lines)
+    assert vae > 5.0  # 50 million VAE steps
+    assert (sign_plus < 0.25 * vae) == (store == "private")

@@ -2,9 +2,10 @@
 
 What an algorithm is to the pipeline (:class:`~marl_offline_bench.OfflineAlgorithm`, its
 :class:`~marl_offline_bench.BaseConfig`) lives in the library, so that an algorithm in any
-package plugs in the same way; this module adds what the suite's own learners share: the two
-backbones' configs, the CPU sizing of ``quick`` and what they take from the reference code's
-table under ``full``.
+package plugs in the same way; this module adds what the suite's own learners share: the
+backbones' configs, the parts the continuous and the discrete actor-critic learners build
+alike (:class:`ContinuousActorCritic`, :class:`DiscreteActorCritic`), the CPU sizing of
+``quick`` and what they take from the reference code's table under ``full``.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from marl_offline_bench import BaseConfig, OfflineAlgorithm, Progress, no_progress
+from marl_offline_bench import BaseConfig, OfflineAlgorithm
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-from marl_offline_bench.policies import DeterministicActorPolicy
+from marl_offline_bench.networks import RNNAgent, agent_input_dim
+from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
 
 from .actor_critic_backbone import ActorCriticBackbone
 
@@ -204,7 +206,33 @@ class ContinuousActorCritic(OfflineAlgorithm, ActorCriticBackbone):
         return DeterministicActorPolicy(self.actors, self.config.device)
 
 
+class DiscreteActorCritic(OfflineAlgorithm):
+    """A discrete actor-critic learner (MAICQ, OMAR): what they build alike from
+    :class:`DiscreteActorCriticConfig`. The GRU actor (built first, so that it draws its initial
+    weights before the learner's critic does) and its RMSprop, the episode sampler, the update
+    count, and the greedy policy over the actor's logits. A learner adds its critic."""
+
+    config: DiscreteActorCriticConfig
+
+    def __init__(self, info: TaskInfo, dataset: MARLDataset, config: DiscreteActorCriticConfig):
+        super().__init__(info, dataset, config)
+        cfg = config
+        self.actor = RNNAgent(agent_input_dim(info.obs_dim, info.n_actions, info.n_agents),
+                              info.n_actions, cfg.hidden_dim).to(cfg.device)
+        self.actor_optimiser = torch.optim.RMSprop(self.actor.parameters(), lr=cfg.actor_lr,
+                                                   alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
+        self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
+                                       device=cfg.device)
+        self.updates = 0
+
+    def policy(self) -> RecurrentGreedyPolicy:
+        """Greedy: the argmax of the actor's logits over available actions."""
+        return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
+                                     self.config.device)
+
+
 __all__ = ["BaseConfig", "OfflineAlgorithm", "QMIXBackboneConfig", "ContinuousBackboneConfig",
            "ContinuousCQLConfig", "DiscreteActorCriticConfig", "ContinuousActorCritic",
+           "DiscreteActorCritic",
            "QUICK_EPISODE_BATCH", "QUICK_TRANSITION_BATCH", "CONTINUOUS_REFERENCE_SETTINGS",
            "ACTOR_CRITIC_CHECKPOINT"]

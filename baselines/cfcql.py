@@ -62,6 +62,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from marl_offline_bench import Progress, no_progress
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import (AgentActors, MixerWeights, QMixer, TwinCritic,
@@ -72,8 +73,7 @@ from marl_offline_bench.registry import QUALITIES
 
 from .actor_critic_backbone import RoundSchedule, target_policy_smoothing
 from .base import (QUICK_EPISODE_BATCH, QUICK_TRANSITION_BATCH, BaseConfig, ContinuousActorCritic,
-                   ContinuousCQLConfig, OfflineAlgorithm, Progress, QMIXBackboneConfig,
-                   no_progress)
+                   ContinuousCQLConfig, OfflineAlgorithm, QMIXBackboneConfig)
 from .behaviour import DiscreteBehaviour, VAEBehaviour, masked_log_softmax
 from .qmix_backbone import QMIXBackbone, qmix_td_loss
 from .sampling_continuous import continuous_per_dataset

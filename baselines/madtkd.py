@@ -62,11 +62,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marl_offline_bench import Progress, no_progress
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import masked_argmax, masked_mean
 
-from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm, Progress, no_progress
+from .base import QUICK_EPISODE_BATCH, BaseConfig, OfflineAlgorithm
 from .behaviour import masked_log_softmax
 
 __all__ = [

@@ -55,11 +55,10 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
-                       masked_mean, td_lambda_targets)
-from marl_offline_bench.policies import RecurrentGreedyPolicy
+from marl_offline_bench.networks import (build_agent_inputs, hard_update, make_target,
+                                         masked_mean, td_lambda_targets)
 
-from .base import BaseConfig, DiscreteActorCriticConfig, OfflineAlgorithm
+from .base import BaseConfig, DiscreteActorCritic, DiscreteActorCriticConfig
 from .behaviour import masked_log_softmax
 
 __all__ = [
@@ -233,7 +232,7 @@ def maicq_actor_loss(log_pi_taken: torch.Tensor, advantages: torch.Tensor, k: to
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class MAICQDiscrete(OfflineAlgorithm):
+class MAICQDiscrete(DiscreteActorCritic):
     """Discrete MAICQ: decomposed critic with implicit-constraint targets, weighted BC actor."""
 
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (
@@ -251,23 +250,14 @@ class MAICQDiscrete(OfflineAlgorithm):
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: MAICQConfig):
         super().__init__(info, dataset, config)
-        cfg, device = config, torch.device(config.device)
-        n, n_actions = info.n_agents, info.n_actions
-        self.actor = RNNAgent(agent_input_dim(info.obs_dim, n_actions, n), n_actions,
-                              cfg.hidden_dim).to(device)
-        self.critic = ICQCritic(info.state_dim, info.obs_dim, n, n_actions,
+        cfg, device, n = config, torch.device(config.device), info.n_agents
+        self.critic = ICQCritic(info.state_dim, info.obs_dim, n, info.n_actions,
                                 cfg.critic_hidden_dim).to(device)
         self.mixer = DecomposedMixer(n, info.state_dim, cfg.mixing_dim).to(device)
         self.target_critic, self.target_mixer = make_target(self.critic), make_target(self.mixer)
         self.critic_params = [*self.critic.parameters(), *self.mixer.parameters()]
-        rmsprop = dict(alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
-        self.actor_optimiser = torch.optim.RMSprop(self.actor.parameters(), lr=cfg.actor_lr,
-                                                   **rmsprop)
         self.critic_optimiser = torch.optim.RMSprop(self.critic_params, lr=cfg.critic_lr,
-                                                    **rmsprop)
-        self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
-                                       device=cfg.device)
-        self.updates = 0
+                                                    alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
 
     def update(self) -> dict[str, float]:
         cfg = self.config
@@ -337,12 +327,6 @@ class MAICQDiscrete(OfflineAlgorithm):
             "critic_grad_norm": critic_grad.item(),
             "actor_grad_norm": actor_grad.item(),
         }
-
-    def policy(self) -> RecurrentGreedyPolicy:
-        """Greedy: the argmax of the actor's logits over available actions."""
-        return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
-                                     self.config.device)
-
 
 if __name__ == "__main__":  # python -m baselines.maicq_discrete --dataset ID --protocol smoke
     from marl_offline_bench.training import main

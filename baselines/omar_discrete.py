@@ -52,11 +52,11 @@ from torch import nn
 
 from marl_offline_bench.dataset import MARLDataset
 from marl_offline_bench.envs import TaskInfo
-from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs, hard_update, make_target,
-                       masked_argmax, masked_fill_unavailable, masked_mean, td_lambda_targets)
-from marl_offline_bench.policies import RecurrentGreedyPolicy
+from marl_offline_bench.networks import (RNNAgent, agent_input_dim, build_agent_inputs,
+                                         hard_update, make_target, masked_argmax,
+                                         masked_fill_unavailable, masked_mean, td_lambda_targets)
 
-from .base import QUICK_EPISODE_BATCH, BaseConfig, DiscreteActorCriticConfig, OfflineAlgorithm
+from .base import QUICK_EPISODE_BATCH, BaseConfig, DiscreteActorCritic, DiscreteActorCriticConfig
 from .behaviour import masked_log_softmax
 
 __all__ = [
@@ -171,7 +171,7 @@ def omar_actor_loss(logits: torch.Tensor, qs: torch.Tensor, target_actions: torc
 # =================================================================================================
 # Trainer
 # =================================================================================================
-class OMARDiscrete(OfflineAlgorithm):
+class OMARDiscrete(DiscreteActorCritic):
     """Discrete OMAR: per-agent CQL critics and rectified softmax actors (module docstring)."""
 
     checkpoint_attributes: ClassVar[tuple[str, ...]] = (
@@ -191,18 +191,11 @@ class OMARDiscrete(OfflineAlgorithm):
 
     def __init__(self, info: TaskInfo, dataset: MARLDataset, config: OMARDiscreteConfig):
         super().__init__(info, dataset, config)
-        cfg, device = config, torch.device(config.device)
-        n, n_actions = info.n_agents, info.n_actions
-        input_dim = agent_input_dim(info.obs_dim, n_actions, n)
-        self.actor = RNNAgent(input_dim, n_actions, cfg.hidden_dim).to(device)
-        self.critic = RNNAgent(input_dim, n_actions, cfg.hidden_dim).to(device)
+        # each agent's critic Q_i(tau_i, .) is a GRU network of the actor's shape
+        self.critic = RNNAgent(agent_input_dim(info.obs_dim, info.n_actions, info.n_agents),
+                               info.n_actions, config.hidden_dim).to(config.device)
         self.target_critic = make_target(self.critic)
-        self.actor_optimiser = torch.optim.RMSprop(self.actor.parameters(), lr=cfg.actor_lr,
-                                                   alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
-        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
-                                       device=cfg.device)
-        self.updates = 0
+        self.critic_optimiser = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
 
     def update(self) -> dict[str, float]:
         cfg = self.config
@@ -256,12 +249,6 @@ class OMARDiscrete(OfflineAlgorithm):
             "critic_grad_norm": critic_grad.item(),
             "actor_grad_norm": actor_grad.item(),
         }
-
-    def policy(self) -> RecurrentGreedyPolicy:
-        """Greedy: the argmax of the actor's logits over available actions."""
-        return RecurrentGreedyPolicy(self.actor, self.info.n_agents, self.info.n_actions,
-                                     self.config.device)
-
 
 if __name__ == "__main__":  # python -m baselines.omar_discrete --dataset ID --protocol smoke
     from marl_offline_bench.training import main

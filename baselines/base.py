@@ -21,7 +21,7 @@ from marl_offline_bench.envs import TaskInfo
 from marl_offline_bench.networks import RNNAgent, agent_input_dim
 from marl_offline_bench.policies import DeterministicActorPolicy, RecurrentGreedyPolicy
 
-from .actor_critic_backbone import ActorCriticBackbone
+from .actor_critic_backbone import ActorCriticBackbone, clipped_step
 
 
 #: CPU sizing under the ``quick`` protocol, one rule for every learner so that their runs are
@@ -210,7 +210,7 @@ class DiscreteActorCritic(OfflineAlgorithm):
     """A discrete actor-critic learner (MAICQ, OMAR): what they build alike from
     :class:`DiscreteActorCriticConfig`. The GRU actor (built first, so that it draws its initial
     weights before the learner's critic does) and its RMSprop, the episode sampler, the update
-    count, and the greedy policy over the actor's logits. A learner adds its critic."""
+    count, the actor's step, and the greedy policy over its logits. A learner adds its critic."""
 
     config: DiscreteActorCriticConfig
 
@@ -224,6 +224,12 @@ class DiscreteActorCritic(OfflineAlgorithm):
         self.sampler = dataset.sampler(cfg.batch_size, kind="episodes", seed=cfg.seed,
                                        device=cfg.device)
         self.updates = 0
+
+    def actor_step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One RMSprop step of the actor, its gradient norm clipped at ``grad_clip``; returns
+        the norm before clipping."""
+        return clipped_step(self.actor_optimiser, self.actor, loss, self.config.grad_clip,
+                            agentwise=False)
 
     def policy(self) -> RecurrentGreedyPolicy:
         """Greedy: the argmax of the actor's logits over available actions."""

@@ -306,10 +306,7 @@ class MAICQDiscrete(DiscreteActorCritic):
         log_pi_taken = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)   # (B, T, n)
         actor_loss, weights = maicq_actor_loss(log_pi_taken, advantages, k, mask,
                                                cfg.beta_actor, cfg.k_inside_softmax)
-        self.actor_optimiser.zero_grad()
-        actor_loss.backward()
-        actor_grad = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
-        self.actor_optimiser.step()
+        actor_grad = self.actor_step(actor_loss)
 
         self.updates += 1
         if self.updates % cfg.target_update_interval == 0:

@@ -228,10 +228,7 @@ class OMARDiscrete(DiscreteActorCritic):
         target_actions = rectification_target(qs, step_avail)               # (B, T, n)
         actor_loss, q_term, ce_term = omar_actor_loss(logits[:, :-1], qs, target_actions,
                                                       step_avail, mask, cfg.omar_coe)
-        self.actor_optimiser.zero_grad()
-        actor_loss.backward()
-        actor_grad = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
-        self.actor_optimiser.step()
+        actor_grad = self.actor_step(actor_loss)
 
         self.updates += 1
         if self.updates % cfg.target_update_interval == 0:

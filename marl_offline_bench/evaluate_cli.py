@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,10 @@ def _check_reps(reps: int) -> None:
         raise ValueError(f"--bootstrap-reps must be at least 1 (2000 is usual), got {reps}.")
 
 
-def _build_with_progress(pattern: str | None, say) -> None:
+def _build_with_progress(pattern: str | None, say, workers: int = 1) -> None:
     """Build the matched, buildable datasets that are not on disk yet, with a progress bar
-    (``select_datasets`` would build them silently)."""
+    (``select_datasets`` would build them silently): one at a time, or ``workers`` at once in
+    spawned processes, each build the same as alone (its own seeds, its own file)."""
     from . import storage
     from .benchmarking import select_datasets
     from .collect import collect_dataset
@@ -90,11 +92,31 @@ def _build_with_progress(pattern: str | None, say) -> None:
 
     if pattern is None:
         return
-    for dataset_id in select_datasets(pattern, build=False, report=lambda line: None,
-                                      keep_unbuilt=True):
-        if not storage.is_built(get_dataset(dataset_id).minari_id):
-            say(f"building {dataset_id} (registered, buildable, not on disk yet) ...")
+    missing = [dataset_id for dataset_id in select_datasets(
+                   pattern, build=False, report=lambda line: None, keep_unbuilt=True)
+               if not storage.is_built(get_dataset(dataset_id).minari_id)]
+    for dataset_id in missing:
+        say(f"building {dataset_id} (registered, buildable, not on disk yet) ...")
+    if workers == 1 or len(missing) <= 1:
+        for dataset_id in missing:
             collect_dataset(dataset_id, show_progress=True)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from .executors import _die_with_parent
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=context,
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(collect_dataset, dataset_id, show_progress=False): dataset_id
+                   for dataset_id in missing}
+        for future in tqdm(as_completed(futures), total=len(futures), unit="dataset",
+                           desc=f"build ({workers} at once)"):
+            future.result()  # a failed build raises its error here
+            say(f"built {futures[future]}")
 
 
 def _published_beside(summary, protocol: str, say) -> None:
@@ -194,7 +216,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = _parse_overrides(args.set or [])
     build_on_nodes = executor is not None and executor.build_on_nodes
     if not args.no_build and not build_on_nodes:
-        _build_with_progress(args.datasets, say)
+        _build_with_progress(args.datasets, say, args.workers)
     datasets = select_datasets(args.datasets, build=not args.no_build, report=say,
                                keep_unbuilt=build_on_nodes)
     where = (f"{args.workers} worker(s)" if executor is None else executor.describe())

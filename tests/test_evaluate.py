@@ -531,3 +531,22 @@ def test_dry_run_prices_a_shared_fit_once(built, capsys, monkeypatch, store):
     vae, sign_plus = (float(x.split(" CPU-hours")[0].rsplit(" ", 1)[1]) for x in lines)
     assert vae > 5.0  # 50 million VAE steps
     assert (sign_plus < 0.25 * vae) == (store == "private")
+
+
+def test_workers_build_the_missing_datasets_together(tmp_path, monkeypatch, capsys):
+    """With --workers 2 the datasets a command lacks build two at once, each the same as a
+    build alone (its own seeds, its own file), and then the runs use them."""
+    from marl_offline_bench import storage
+
+    def checksum(root):
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+        return storage.read_metadata(mob.get_dataset(N2).minari_id)["marl_bench"]["sha256"]
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "alone"))
+    mob.collect_dataset(N2, show_progress=False)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "together"))
+    assert evaluate(tmp_path / "lb", "--workers", "2", "--datasets", f"{N2},{N4}",
+                    "--no-tables") == 0
+    out = capsys.readouterr().out
+    assert f"built {N2}" in out and f"built {N4}" in out and "2 done" in out
+    assert checksum(tmp_path / "together") == checksum(tmp_path / "alone")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .envs import FAMILIES
-from .registry import QUALITIES, TASKS, dataset_id_for, get_task
+from .registry import QUALITIES, dataset_id_for, get_task
 
 
 def _task_name(args: argparse.Namespace) -> str:
@@ -215,13 +215,18 @@ def _retrain_behaviour(dataset_ids: list[str], args: argparse.Namespace) -> Path
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from .collect import collect_dataset
+    from .collect import collect_datasets
 
     from .registry import engine_variant
 
     # Data from another engine get that engine's own ids (smac-2s3z-random-sc2-v0).
     dataset_ids = [engine_variant(d, args.engine).dataset_id for d in _collect_ids(args)]
     behaviour_root = _retrain_behaviour(dataset_ids, args) if args.train else None
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}.")
+    if args.executor == "ray" and args.workers != 1:
+        raise ValueError("--workers is for --executor local; with --executor ray every build "
+                         "is a task of its own and the cluster runs them at once.")
     if args.executor == "ray":
         from .ray_executor import collect_on_ray
 
@@ -237,17 +242,18 @@ def cmd_collect(args: argparse.Namespace) -> int:
         return 0
     if args.address:
         raise ValueError("--address only applies with --executor ray.")
+    todo = []
     for dataset_id in dataset_ids:
         if not args.force and _already_built_as_asked(dataset_id, args):
             print(f"{dataset_id}: already built with this recipe; nothing to do "
                   "(--force rebuilds it).")
-            continue
-        started = time.time()
-        path = collect_dataset(dataset_id, episodes=args.episodes, seed=args.seed,
-                               num_envs=args.num_envs, overwrite=args.force,
-                               show_progress=not args.quiet, engine=args.engine,
-                               behaviour_root=behaviour_root)
-        print(f"{dataset_id}: written to {path} in {time.time() - started:.1f}s")
+        else:
+            todo.append(dataset_id)
+    for dataset_id, path, seconds in collect_datasets(
+            todo, args.workers, show_progress=not args.quiet, episodes=args.episodes,
+            seed=args.seed, num_envs=args.num_envs, overwrite=args.force, engine=args.engine,
+            behaviour_root=behaviour_root):
+        print(f"{dataset_id}: written to {path} in {seconds:.1f}s")
     return 0
 
 
@@ -368,11 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", required=True, choices=list(QUALITIES) + ["all"],
                    help="random, medium-replay, medium, expert, mixed, or all five")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: one after another here (default); ray: all at once as Ray "
+                   help="local: here, --workers at once (default one); ray: all at once as Ray "
                         "tasks, each written under the building node's MINARI_DATASETS_PATH "
                         "(shared storage; see docs/cluster.md)")
     p.add_argument("--address", default=None,
                    help="the Ray cluster (--executor ray): auto or HEAD_IP:6379")
+    p.add_argument("--workers", type=int, default=1,
+                   help="--executor local: datasets built at once, each in a process of its "
+                        "own and the same as built alone (default: 1)")
     p.add_argument("--episodes", type=_positive, default=None,
                    help="how many episodes (default: the registry's size, as the canonical "
                         "builds)")

@@ -12,20 +12,18 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from importlib import metadata as importlib_metadata
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from .dataset import EpisodeArrays
 from .envs import TaskInfo, VectorTaskEnv, make_vec_env, task_info
 from .behaviour import (SHIPPED_ROOT, medium_replay_description, rebuild_medium_replay,
                         shipped_checkpoint, shipped_medium_replay)
 from .behaviour import behaviour_policy as checkpoint_policy
-from .rollout import DEFAULT_NUM_ENVS, Policy, RandomPolicy, batch_seed, rollout
+from .rollout import DEFAULT_NUM_ENVS, Policy, RandomPolicy, rollout
 from .scores import score_normalizer
-from .registry import (SCORE_COMPATIBLE_ENGINES, DatasetEntry, engine_variant, get_dataset,
-                       get_task, reference_scores)
+from .registry import SCORE_COMPATIBLE_ENGINES, DatasetEntry, engine_variant, reference_scores
 
 #: How the shipped behaviour checkpoints act when they make medium, expert and mixed data:
 #: QMIX greedily over available actions, as it was evaluated when chosen; MATD3's deterministic
@@ -232,7 +230,6 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
     # Another simulator's data get their own id (smac-2s3z-random-sc2-v0), never the default's.
     entry = engine_variant(dataset_id, engine)
     dataset_id, engine = entry.dataset_id, entry.engine
-    task = entry.task
     if episodes is not None and (isinstance(episodes, bool) or episodes < 1):
         raise ValueError(f"episodes must be a positive number of episodes, got {episodes!r}.")
     if num_envs is not None and (isinstance(num_envs, bool) or num_envs < 1):
@@ -258,6 +255,42 @@ def collect_dataset(dataset_id: str, episodes: int | None = None, seed: int = 0,
         _check_not_built(entry, final, overwrite)
         return _collect_locked(entry, episodes, seed, num_envs, overwrite, show_progress,
                                behaviour_root)
+
+
+def collect_datasets(dataset_ids: list[str], workers: int = 1, show_progress: bool = True,
+                     **options: Any) -> Iterator[tuple[str, Any, float]]:
+    """Build several registered datasets, one at a time or ``workers`` at once in spawned
+    processes; yields (id, directory, seconds) as each build ends.
+
+    ``options`` are :func:`collect_dataset`'s for every build. A build made beside others is the
+    same as one made alone: its own seeds, its own file. With several at once the progress bar
+    counts datasets (each build's own bars would interleave), and a failed build raises its
+    error when it ends, the builds still running finishing first.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}.")
+    if workers == 1 or len(dataset_ids) <= 1:
+        for dataset_id in dataset_ids:
+            started = time.time()
+            path = collect_dataset(dataset_id, show_progress=show_progress, **options)
+            yield dataset_id, path, time.time() - started
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from .executors import _die_with_parent
+
+    started = time.time()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(dataset_ids)), mp_context=context,
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(collect_dataset, dataset_id, show_progress=False, **options):
+                   dataset_id for dataset_id in dataset_ids}
+        for future in tqdm(as_completed(futures), total=len(futures), unit="dataset",
+                           desc=f"build ({workers} at once)", disable=not show_progress):
+            yield futures[future], future.result(), time.time() - started
 
 
 def _check_not_built(entry: DatasetEntry, final, overwrite: bool) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -82,12 +81,11 @@ def _check_reps(reps: int) -> None:
 
 
 def _build_with_progress(pattern: str | None, say, workers: int = 1) -> None:
-    """Build the matched, buildable datasets that are not on disk yet, with a progress bar
-    (``select_datasets`` would build them silently): one at a time, or ``workers`` at once in
-    spawned processes, each build the same as alone (its own seeds, its own file)."""
+    """Build the matched, buildable datasets that are not on disk yet, ``workers`` at once,
+    with a progress bar (``select_datasets`` would build them one by one, silently)."""
     from . import storage
     from .benchmarking import select_datasets
-    from .collect import collect_dataset
+    from .collect import collect_datasets
     from .registry import get_dataset
 
     if pattern is None:
@@ -97,26 +95,8 @@ def _build_with_progress(pattern: str | None, say, workers: int = 1) -> None:
                if not storage.is_built(get_dataset(dataset_id).minari_id)]
     for dataset_id in missing:
         say(f"building {dataset_id} (registered, buildable, not on disk yet) ...")
-    if workers == 1 or len(missing) <= 1:
-        for dataset_id in missing:
-            collect_dataset(dataset_id, show_progress=True)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tqdm.auto import tqdm
-
-    from .executors import _die_with_parent
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=context,
-                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(collect_dataset, dataset_id, show_progress=False): dataset_id
-                   for dataset_id in missing}
-        for future in tqdm(as_completed(futures), total=len(futures), unit="dataset",
-                           desc=f"build ({workers} at once)"):
-            future.result()  # a failed build raises its error here
-            say(f"built {futures[future]}")
+    for dataset_id, _, seconds in collect_datasets(missing, workers):
+        say(f"built {dataset_id} ({seconds:.0f}s)")
 
 
 def _published_beside(summary, protocol: str, say) -> None:

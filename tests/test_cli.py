@@ -71,3 +71,18 @@ def test_collect_then_info(capsys, minari_root):
     code, _, err = run(capsys, "collect", "--env", "equal_line", "--task", "n2", "--quality",
                        "random", "--episodes", "12", "--quiet")
     assert code == 2 and "--force" in err, "another seed must not silently keep the old data"
+
+
+def test_collect_builds_several_at_once(capsys, minari_root):
+    code, out, _ = run(capsys, "collect", "--env", "equal_line", "--task", "n2,n4", "--quality",
+                       "random", "--episodes", "12", "--workers", "2", "--quiet")
+    assert code == 0
+    assert "equal_line-n2-random-v0: written" in out and "equal_line-n4-random-v0: written" in out
+    code, out, _ = run(capsys, "info", "equal_line-n4-random-v0", "--json")
+    assert json.loads(out)["statistics"]["episodes"] == 12
+    code, _, err = run(capsys, "collect", "--env", "equal_line", "--task", "n2", "--quality",
+                       "random", "--workers", "0")
+    assert code == 2 and "--workers must be at least 1" in err
+    code, _, err = run(capsys, "collect", "--env", "equal_line", "--task", "n2", "--quality",
+                       "random", "--workers", "2", "--executor", "ray")
+    assert code == 2 and "--executor local" in err

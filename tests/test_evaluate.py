@@ -547,6 +547,7 @@ def test_workers_build_the_missing_datasets_together(tmp_path, monkeypatch, caps
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "together"))
     assert evaluate(tmp_path / "lb", "--workers", "2", "--datasets", f"{N2},{N4}",
                     "--no-tables") == 0
-    out = capsys.readouterr().out
-    assert f"built {N2}" in out and f"built {N4}" in out and "2 done" in out
+    printed = capsys.readouterr()
+    assert f"built {N2}" in printed.out and f"built {N4}" in printed.out
+    assert "2 at once" in printed.err and "2 done" in printed.out
     assert checksum(tmp_path / "together") == checksum(tmp_path / "alone")

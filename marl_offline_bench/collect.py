@@ -271,26 +271,26 @@ def collect_datasets(dataset_ids: list[str], workers: int = 1, show_progress: bo
         raise ValueError(f"workers must be at least 1, got {workers}.")
     if workers == 1 or len(dataset_ids) <= 1:
         for dataset_id in dataset_ids:
-            started = time.time()
-            path = collect_dataset(dataset_id, show_progress=show_progress, **options)
-            yield dataset_id, path, time.time() - started
+            yield dataset_id, *_timed_collect(dataset_id, show_progress=show_progress, **options)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
     from tqdm.auto import tqdm
 
-    from .executors import _die_with_parent
+    from .processes import spawned_pool
 
-    started = time.time()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(dataset_ids)), mp_context=context,
-                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(collect_dataset, dataset_id, show_progress=False, **options):
+    with spawned_pool(min(workers, len(dataset_ids))) as pool:
+        futures = {pool.submit(_timed_collect, dataset_id, show_progress=False, **options):
                    dataset_id for dataset_id in dataset_ids}
         for future in tqdm(as_completed(futures), total=len(futures), unit="dataset",
                            desc=f"build ({workers} at once)", disable=not show_progress):
-            yield futures[future], future.result(), time.time() - started
+            yield futures[future], *future.result()
+
+
+def _timed_collect(dataset_id: str, **options: Any) -> tuple[Any, float]:
+    """:func:`collect_dataset`, and the seconds it took."""
+    started = time.time()
+    return collect_dataset(dataset_id, **options), time.time() - started
 
 
 def _check_not_built(entry: DatasetEntry, final, overwrite: bool) -> None:

@@ -462,8 +462,8 @@ def test_local_workers_die_with_their_parent(tmp_path):
     import time
 
     worker = ("import os, time\n"
-              "from marl_offline_bench.executors import _die_with_parent\n"
-              "_die_with_parent(os.getppid())\n"
+              "from marl_offline_bench.processes import die_with_parent\n"
+              "die_with_parent(os.getppid())\n"
               "print('ready', flush=True)\n"
               "time.sleep(120)\n")
     parent = ("import subprocess, sys, time\n"

@@ -5,6 +5,10 @@ budget and CFCQL's wall time.
 
     python scripts/full_table.py [LEADERBOARDS] [--algos cfcql,bc,matd3-bc,macql,omar]
 
+Each run's wall time instead of its score (minutes, seed mean, its evaluations included):
+
+    python scripts/full_table.py --wall-time
+
 The lambda and alpha questions on World, without the `quick` columns:
 
     python scripts/full_table.py --datasets 'mpe-world-medium-replay-v0,mpe-world-expert-v0' \
@@ -32,11 +36,18 @@ def full_cell(group: pd.DataFrame) -> str:
     return f"{mean:.1f}{spread}{marks}"
 
 
+def wall_time_cell(group: pd.DataFrame) -> str:
+    minutes = group.wall_time_s / 60
+    spread = f" ({minutes.min():.0f}-{minutes.max():.0f})" if len(group) > 1 else ""
+    return f"{minutes.mean():.0f} min{spread}"
+
+
 def quick_cell(group: pd.DataFrame) -> str:
     return f"{group.score.mean():.1f} ± {group.score.std(ddof=0):.1f}"
 
 
-def table(runs: pd.DataFrame, algos: list[str], quick_beside: list[str]) -> pd.DataFrame:
+def table(runs: pd.DataFrame, algos: list[str], quick_beside: list[str],
+          cell=full_cell) -> pd.DataFrame:
     done = runs[runs.status == "done"]
     full, quick = done[done.protocol == "full"], done[done.protocol == "quick"]
     rows = []
@@ -44,14 +55,15 @@ def table(runs: pd.DataFrame, algos: list[str], quick_beside: list[str]) -> pd.D
         mine, theirs = full[full.dataset_id == dataset_id], quick[quick.dataset_id == dataset_id]
         row = {"dataset": dataset_id.removesuffix("-v0")}
         for algo in algos:
-            cell = mine[mine.algo == algo]
-            row[f"{display_name(algo)} `full`"] = full_cell(cell) if len(cell) else ""
+            group = mine[mine.algo == algo]
+            row[f"{display_name(algo)} `full`"] = cell(group) if len(group) else ""
         for algo in quick_beside:
-            cell = theirs[theirs.algo == algo]
-            row[f"{display_name(algo)} `quick`"] = quick_cell(cell) if len(cell) else ""
+            group = theirs[theirs.algo == algo]
+            row[f"{display_name(algo)} `quick`"] = quick_cell(group) if len(group) else ""
         row["updates"] = f"{mine.budget.iloc[0][0]:,}"
-        cfcql = mine[mine.algo == "cfcql"].wall_time_s
-        row["CFCQL wall time"] = f"{cfcql.mean() / 60:.0f} min" if len(cfcql) else ""
+        if cell is full_cell:
+            cfcql = mine[mine.algo == "cfcql"].wall_time_s
+            row["CFCQL wall time"] = f"{cfcql.mean() / 60:.0f} min" if len(cfcql) else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -68,12 +80,15 @@ def main() -> None:
     parser.add_argument("--datasets", default="*", help="comma-separated ids or glob patterns")
     parser.add_argument("--quick", default="cfcql,bc",
                         help="algorithms whose `quick` mean ± std stand beside ('' for none)")
+    parser.add_argument("--wall-time", action="store_true",
+                        help="each run's wall time (mean, and range over seeds), not its score")
     args = parser.parse_args()
     runs = runs_frame(load_records(Path(args.out)))
     patterns = args.datasets.split(",")
     runs = runs[[any(fnmatch(d, p) for p in patterns) for d in runs.dataset_id]]
-    quick_beside = [a for a in args.quick.split(",") if a]
-    print(markdown_table(table(runs, args.algos.split(","), quick_beside)))
+    quick_beside = [a for a in args.quick.split(",") if a and not args.wall_time]
+    cell = wall_time_cell if args.wall_time else full_cell
+    print(markdown_table(table(runs, args.algos.split(","), quick_beside, cell)))
 
 
 if __name__ == "__main__":

@@ -93,14 +93,14 @@ def test_a_cell_is_marked_by_a_strict_majority_of_its_seeds(verdicts, marked):
     assert cell_still_rising(verdicts) is marked
 
 
-def _write(out, protocol, algo, dataset_id, seed, points, updates):
+def _write(out, protocol, algo, dataset_id, seed, points, updates, wall_time_s=None):
     budget = {"updates": updates, "eval_every": updates // len(points), "eval_episodes": EPISODES,
               "final_episodes": 10 * EPISODES}
     final = {**points[-1], "step": updates}
     runstore.write_json_atomic(record_path(out, algo, dataset_id, seed, protocol), {
         "status": "done", "algo": algo, "dataset_id": dataset_id, "task_id": "equal_line-n2",
         "family": "equal_line", "seed": seed, "protocol": protocol, "budget": budget,
-        "commit": "abc", "curve": points, "final": final})
+        "commit": "abc", "curve": points, "final": final, "wall_time_s": wall_time_s})
 
 
 def test_tables_mark_rising_cells_and_state_the_protocol(tmp_path, monkeypatch):
@@ -205,3 +205,34 @@ def test_columns_put_cfcql_first_then_the_baselines_then_the_ablations_as_declar
              "cfcql_alpha_half"]
     assert _column_order(algos) == ["cfcql", "bc", "omar", "cfcql_policy_samples",
                                     "cfcql_alpha_half", "cfcql_alpha_double", "data"]
+
+
+def test_the_readme_full_table_gives_seed_means_spreads_and_wall_times(tmp_path, monkeypatch):
+    """scripts/full_table.py: one row per dataset with a `full` record, each cell its seeds'
+    mean ± std and count, the `quick` cells beside; --wall-time gives minutes and their range."""
+    import importlib.util
+    from pathlib import Path
+
+    from marl_offline_bench.leaderboard import load_records, runs_frame
+
+    monkeypatch.setenv("MARL_BENCH_REFERENCE_FILE", str(tmp_path / "no-references.json"))
+    script = Path(__file__).parents[1] / "scripts" / "full_table.py"
+    spec = importlib.util.spec_from_file_location("full_table", script)
+    full_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full_table)
+    out, dataset_id, flat = tmp_path / "lb", "equal_line-n2-medium-v0", [5.0] * 4
+    for seed, level, minutes in ((0, 10.0, 30), (1, 20.0, 50)):
+        _write(out, "full", "cfcql", dataset_id, seed, curve([level] * 4, noise=0.0, seed=seed),
+               2000, wall_time_s=60.0 * minutes)
+    _write(out, "full", "bc", dataset_id, 0, curve(flat, noise=0.0), 2000, wall_time_s=60.0)
+    _write(out, "quick", "cfcql", "equal_line-n2-random-v0", 0, curve(flat), 1000)
+    runs = runs_frame(load_records(out))
+
+    scores = full_table.table(runs, ["cfcql", "bc"], ["cfcql"]).set_index("dataset")
+    assert list(scores.index) == ["equal_line-n2-medium"]   # no `full` record, no row
+    row = scores.loc["equal_line-n2-medium"]
+    assert row["CFCQL `full`"] == "15.0 ± 5.0 (2 seeds)" and row["BC `full`"] == "5.0"
+    assert row["CFCQL `quick`"] == "" and row["CFCQL wall time"] == "40 min"
+    minutes = full_table.table(runs, ["cfcql", "bc"], [], full_table.wall_time_cell)
+    assert minutes.iloc[0]["CFCQL `full`"] == "40 min (30-50)"
+    assert minutes.iloc[0]["BC `full`"] == "1 min" and "CFCQL wall time" not in minutes

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import time
 import warnings
@@ -37,11 +36,11 @@ import torch
 from marl_offline_bench.action_log import replay_action_log, write_action_log
 from marl_offline_bench.behaviour import (MEDIUM_REPLAY_LOG, SHIPPED_ROOT, agent_from_checkpoint,
                                           behaviour_policy, load_checkpoint)
-from marl_offline_bench.collect import git_commit
+from marl_offline_bench.provenance import git_commit
 from marl_offline_bench.policies import EpsilonGreedyPolicy
 from marl_offline_bench.rollout import rollout
 from marl_offline_bench.dataset import EpisodeArrays
-from marl_offline_bench.envs import make_vec_env, split_task_id
+from marl_offline_bench.envs import make_vec_env
 from marl_offline_bench.evaluation import evaluate_policy
 from marl_offline_bench.registry import record_reference, reference_scores
 

@@ -40,7 +40,6 @@ point), ``resume.pt`` (everything ``--resume`` needs, replay buffer included) an
 """
 from __future__ import annotations
 
-import copy
 import time
 import dataclasses
 from dataclasses import asdict, dataclass

@@ -258,7 +258,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
-    from .collect import RandomPolicy, git_commit
+    from .collect import RandomPolicy
+    from .provenance import git_commit
     from .envs import task_info
     from .evaluation import evaluate_policy
     from .registry import record_reference

@@ -8,16 +8,13 @@ build can act from another folder of the same layout (``behaviour_root``, e.g. t
 from __future__ import annotations
 
 import numbers
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Iterator
-from importlib import metadata as importlib_metadata
 from typing import Any
 
 from .dataset import EpisodeArrays
 from .envs import TaskInfo, VectorTaskEnv, make_vec_env, task_info
+from .provenance import git_commit, package_versions
 from .behaviour import (SHIPPED_ROOT, medium_replay_description, rebuild_medium_replay,
                         shipped_checkpoint, shipped_medium_replay)
 from .behaviour import behaviour_policy as checkpoint_policy
@@ -38,8 +35,7 @@ BEHAVIOUR_EXPLORATION: dict[str, dict[str, float]] = {"qmix": {"epsilon": 0.0},
 ACTION_CHOICE = {"qmix": {"action_choice": "float64, ties to the lowest index"}}
 
 
-
-# -- statistics and provenance ---------------------------------------------------------------
+# -- statistics ------------------------------------------------------------------------------
 def episode_statistics(data: EpisodeArrays) -> dict[str, Any]:
     returns = data.episode_returns()
     stats = {
@@ -55,32 +51,6 @@ def episode_statistics(data: EpisodeArrays) -> dict[str, Any]:
     if won is not None:
         stats["win_rate"] = float(won.mean())
     return stats
-
-
-def package_versions() -> dict[str, str]:
-    names = ["marl-offline-bench", "numpy", "torch", "jax", "jaxmarl", "mpe2", "pettingzoo",
-             "gymnasium", "gymnasium-robotics", "mujoco", "minari", "h5py"]
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    versions["python"] = platform.python_version()
-    return versions
-
-
-def git_commit() -> str | None:
-    """The code's commit: git's, or ``MARL_BENCH_COMMIT`` where the code is a copy without its
-    git folder (a cluster node, an accelerator machine), so that its records still name it."""
-    if os.environ.get("MARL_BENCH_COMMIT"):
-        return os.environ["MARL_BENCH_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, cwd=__file__.rsplit("/", 2)[0])
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # -- building registered datasets -------------------------------------------------------------

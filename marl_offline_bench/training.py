@@ -28,6 +28,7 @@ import numpy as np
 
 from .algorithms import build_algorithm, get_algorithm
 from .protocols import Budget, budget_source, protocol_budget
+from .provenance import git_commit, package_versions
 from .records import RunRecord
 from .registry import get_dataset
 from .runstore import (FileCheckpoints, RunLock, checkpoint_path, read_record, record_path,
@@ -102,8 +103,8 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
         algo=job.algo, dataset_id=job.dataset_id, task_id=entry.task_id,
         family=entry.task.family, seed=job.seed, protocol=job.protocol, budget=asdict(budget),
         budget_source=budget_source(job.protocol, job.dataset_id), config=config,
-        dataset_sha256=dataset.card.get("sha256"), device=job.device, commit=_commit(),
-        versions=_versions())
+        dataset_sha256=dataset.card.get("sha256"), device=job.device, commit=git_commit(),
+        versions=package_versions())
 
     try:
         step, elapsed = _resume(job, algo, checkpoints, config, record)
@@ -293,18 +294,6 @@ def _say(job: RunJob, line: str) -> None:
         tqdm.write(line)
     else:
         logging.getLogger(__name__).info(line)
-
-
-def _commit() -> str | None:
-    from .collect import git_commit
-
-    return git_commit()
-
-
-def _versions() -> dict[str, str]:
-    from .collect import package_versions
-
-    return package_versions()
 
 
 _DATASET_CACHE: dict[str, Any] = {}

@@ -5,8 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import marl_offline_bench as mob
 from marl_offline_bench import storage
 from marl_offline_bench.cli import main

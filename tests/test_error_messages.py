@@ -1,6 +1,5 @@
 """Bad input and damaged files end in a message that names the path and the fix, never a
 traceback, and is found before the work starts where it can be (issue 21, item 6)."""
-import json
 import os
 import time
 

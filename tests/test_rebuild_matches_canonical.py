@@ -5,7 +5,6 @@ the GRU's activations differently from its scalar ones, and on equal_line-n4-exp
 flipped one greedy choice (episode 3612, step 38). Collection now decides in float64 with the
 lowest index winning ties.
 """
-import json
 import os
 import subprocess
 import sys

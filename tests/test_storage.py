@@ -95,7 +95,7 @@ def test_load_builds_on_first_use(minari_root):
 
 
 def test_seeded_collect_repeats(minari_root, tmp_path):
-    a = mob.collect_dataset(DATASET, episodes=30, seed=9, num_envs=8, show_progress=False)
+    mob.collect_dataset(DATASET, episodes=30, seed=9, num_envs=8, show_progress=False)
     first = mob.load(DATASET, build=False)["actions"].copy()
     mob.collect_dataset(DATASET, episodes=30, seed=9, num_envs=8, overwrite=True, show_progress=False)
     np.testing.assert_array_equal(first, mob.load(DATASET, build=False)["actions"])

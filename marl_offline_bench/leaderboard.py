@@ -769,6 +769,152 @@ def coverage_table(runs: pd.DataFrame, protocol: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+class _Section(NamedTuple):
+    """One protocol's part of a family's page, and what it adds to the rest of the folder."""
+
+    lines: list[str]
+    csv_frames: list[pd.DataFrame]
+    aggregates: pd.DataFrame | None
+    plots: list[Path]
+    index_line: str
+
+
+def _cell_kind(metric_kinds: set[str]) -> str:
+    if metric_kinds == {"normalized"}:
+        return "normalised score (0 = random, 100 = expert)"
+    if metric_kinds == {"return"}:
+        return "raw team return"
+    return "normalised score where the task has references, else raw return (column `score`)"
+
+
+def _section_header(protocol: str, runs: pd.DataFrame, long: pd.DataFrame) -> list[str]:
+    """The protocol's heading and what every table under it shares: budget, cells, seeds."""
+    seeds = sorted(set(runs[runs.status == "done"].groupby(["dataset_id", "algo"]).size()))
+    unmeasured = sorted(set(runs[runs.metric == "return"].task_id))
+    why_raw = "" if not unmeasured else \
+        f" No reference scores measured yet for: {', '.join(unmeasured)}."
+    commits = sorted({c for c in runs.commit if c})
+    return [f"## Protocol `{protocol}`", "",
+            *([f"> {BUDGET_BOUND}", ""] if protocol == "quick" else []),
+            f"- Budget: {_budget_text(list(runs.budget))}; the score is the final "
+            "evaluation's (the last, never the best).",
+            f"- Cells: {_cell_kind(set(runs.metric))}, mean ± std over seeds (one seed: its "
+            f"score).{why_raw}",
+            f"- Seeds per cell: {', '.join(map(str, seeds)) or '0'}.",
+            f"- Commits: {', '.join(commits) or 'unknown'}.",
+            rising_text(runs, long), ""]
+
+
+def _best_text(long: pd.DataFrame, with_data: bool) -> list[str]:
+    contests = _contests(long)
+    counts = best_counts(long, contests)
+    return ["Highest mean (bold) on: " + ", ".join(
+        f"{display_name(a)} {k}" for a, k in counts.items()) + " of the "
+        f"{len(contests)} datasets with two algorithms or more"
+        + (" (`data`: the dataset's own episodes, normalised)." if with_data else "."), ""]
+
+
+def _aggregates_part(runs: pd.DataFrame, family: str, protocol: str, reps: int, plot_path: Path
+                     ) -> tuple[list[str], pd.DataFrame | None, Path | None]:
+    """Aggregates over the protocol's datasets (rliable): their table, frame and profile plot."""
+    normalised = set(runs.metric) == {"normalized"}
+    table, matrices, note = aggregates(runs, reps, "score" if normalised else "final_return")
+    if not len(table):
+        return [], None, None
+    agg_kind = "normalised score" if normalised else "raw return"
+    caveat = "" if normalised or runs.task_id.nunique() == 1 else \
+        " These mix the reward scales of different tasks: read them with care."
+    shown = table.assign(value=[f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for p, lo, hi
+                                in zip(table.point, table.ci_low, table.ci_high)])
+    pivot = shown.pivot(index="algo", columns="statistic", values="value")
+    pivot = pivot[list(AGGREGATE_METRICS)].reset_index()
+    pivot["runs x datasets"] = [f"{matrices[a].shape[0]} x {matrices[a].shape[1]}"
+                                for a in pivot.algo]
+    profile = plot_performance_profile(matrices, reps, plot_path, f"{agg_kind} ($\\tau$)")
+    lines = [f"### Aggregates over {runs.dataset_id.nunique()} datasets, protocol `{protocol}`",
+             "", f"Final {agg_kind}s aggregated over datasets, with 95% stratified-bootstrap "
+             f"intervals ({reps} replications; computed with {note}).{caveat}", "",
+             markdown_table(pivot), "", f"![performance profile](plots/{profile.name})", ""]
+    return lines, table.assign(family=family, protocol=protocol, score=agg_kind), profile
+
+
+def _protocol_section(family: str, protocol: str, runs: pd.DataFrame,
+                      records: list[RunRecord], out: Path, reps: int) -> _Section:
+    """A family's tables, plots and aggregates under one protocol."""
+    tag = f"{family}-{protocol}"
+    normalised = set(runs.metric) == {"normalized"}
+    display, long = family_table(runs, data_column=normalised)
+    lines = _section_header(protocol, runs, long)
+    if len(set(runs.metric)) > 1:
+        kinds = runs.groupby("dataset_id").metric.first()
+        display.insert(1, "score", [kinds[d] for d in display.dataset])
+    lines += [markdown_table(display), ""]
+    if normalised and runs.task_id.nunique() >= 2:
+        lines += ["By quality: the mean over the family's tasks (an algorithm's cell only "
+                  "where it ran on every task of that quality):", "",
+                  markdown_table(quality_table(long)), ""]
+    if long.algo.nunique() >= 2:
+        lines += _best_text(long, "data" in display.columns)
+    csv_frames = [long.assign(value="score")]
+    if runs.win_rate.notna().any():
+        # the same runs as the score table: its marks are not repeated here
+        win_display, win_long = family_table(runs, "win_rate", scale=100.0, mark_rising=False)
+        lines += [f"Win rate (%) under `{protocol}`, mean ± std over seeds (for "
+                  f"{RISING_MARK}, see the score table above):", "",
+                  markdown_table(win_display), ""]
+        csv_frames.append(win_long.assign(value="win_rate_percent"))
+    curves = plot_learning_curves([r for r in records
+                                   if r.family == family and r.protocol == protocol],
+                                  out / "plots" / f"{tag}-curves.png",
+                                  f"{family}, protocol {protocol}")
+    plots = [curves]
+    lines += [f"![learning curves](plots/{curves.name})", ""]
+    scaling = plot_agent_scaling(runs, out / "plots" / f"{tag}-agents.png",
+                                 f"{family}: final score against the number of agents, "
+                                 f"protocol {protocol}")
+    if scaling is not None:
+        plots.append(scaling)
+        lines += [f"![score against n](plots/{scaling.name})", ""]
+    aggregate_frame = None
+    if runs.dataset_id.nunique() >= 2:
+        agg_lines, aggregate_frame, profile = _aggregates_part(
+            runs, family, protocol, reps, out / "plots" / f"{tag}-profile.png")
+        lines += agg_lines
+        plots += [profile] if profile is not None else []
+    marked, cells = rising_counts(long)
+    index_line = (f"- [{family}]({family}.md), protocol `{protocol}`: "
+                  f"{runs.dataset_id.nunique()} datasets, "
+                  f"{', '.join(sorted(runs.algo.unique()))}; still rising "
+                  f"({RISING_MARK}): {marked} of {cells} cells")
+    for frame in csv_frames:
+        frame.insert(0, "protocol", protocol)
+    return _Section(lines, csv_frames, aggregate_frame, plots, index_line)
+
+
+def _index_page(runs: pd.DataFrame, index_lines: list[str], with_aggregates: bool) -> str:
+    """The folder's README: what each page holds, what its marks mean, what has run."""
+    return "\n".join([
+        GENERATED, "# Leaderboards", "",
+        "Regenerated from the run records in `runs/` by `marl-bench leaderboard` (and at the end "
+        "of `marl-bench evaluate`). Each table states its protocol, budget and seeds.", "",
+        *index_lines, "",
+        f"A cell marked {OTHER_BYTES_MARK} has a seed that trained on another build of its "
+        "dataset than the canonical one (its data file's SHA-256 differs: `marl-bench verify "
+        "ID` says where and how the statistics differ); unmarked cells trained on the "
+        "canonical bytes or predate the checksum in the records. ", "",
+        f"A cell marked {RISING_MARK} was still rising when training stopped (most of its "
+        f"seeds' last evaluations beat the ones before by more than {RISING_Z:g} standard "
+        "errors); each table gives the rule and its count. Tables under `full` train for the "
+        "reference code's budget, tables under `quick` do not.", "",
+        *([f"> {BUDGET_BOUND}", ""] if "quick" in set(runs.protocol) else []),
+        *[line for protocol in sorted(runs.protocol.unique()) for line in (
+            f"Finished runs under `{protocol}`, as datasets / runs (in brackets: the family's "
+            "registered datasets):", "", markdown_table(coverage_table(runs, protocol)), "")],
+        "Also: " + ("`aggregates.csv` (IQM, median, mean over datasets with 95% CIs), "
+                    if with_aggregates else "")
+        + "`marl_eval.json` (marl-eval's raw-data layout), `plots/`.", ""])
+
+
 def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     """Regenerate every table, plot and export under ``out`` from ``out/runs``.
 
@@ -790,111 +936,18 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     runs = runs_frame(records)
     written: list[Path] = []
     aggregate_frames, index_lines = [], []
-    for family, fam_runs in runs.groupby("family", sort=True):
-        lines = [GENERATED, f"# {family}", ""]
-        csv_frames = []
-        for protocol, prot_runs in fam_runs.groupby("protocol", sort=True):
-            tag = f"{family}-{protocol}"
-            metric_kinds = set(prot_runs.metric)
-            seeds = sorted(set(prot_runs[prot_runs.status == "done"]
-                               .groupby(["dataset_id", "algo"]).size()))
-            kind_text = ("normalised score (0 = random, 100 = expert)" if metric_kinds ==
-                         {"normalized"} else "raw team return" if metric_kinds == {"return"}
-                         else "normalised score where the task has references, else raw return "
-                              "(column `score`)")
-            unmeasured = sorted(set(prot_runs[prot_runs.metric == "return"].task_id))
-            why_raw = "" if not unmeasured else \
-                f" No reference scores measured yet for: {', '.join(unmeasured)}."
-            commits = sorted({c for c in prot_runs.commit if c})
-            display, long = family_table(prot_runs, data_column=metric_kinds == {"normalized"})
-            lines += [f"## Protocol `{protocol}`", ""]
-            if protocol == "quick":
-                lines += [f"> {BUDGET_BOUND}", ""]
-            lines += [
-                f"- Budget: {_budget_text(list(prot_runs.budget))}; the score is the final "
-                "evaluation's (the last, never the best).",
-                f"- Cells: {kind_text}, mean ± std over seeds (one seed: its score).{why_raw}",
-                f"- Seeds per cell: {', '.join(map(str, seeds)) or '0'}.",
-                f"- Commits: {', '.join(commits) or 'unknown'}.",
-                rising_text(prot_runs, long), "",
-            ]
-            if len(metric_kinds) > 1:
-                kinds = prot_runs.groupby("dataset_id").metric.first()
-                display.insert(1, "score", [kinds[d] for d in display.dataset])
-            lines += [markdown_table(display), ""]
-            if metric_kinds == {"normalized"} and prot_runs.task_id.nunique() >= 2:
-                lines += ["By quality: the mean over the family's tasks (an algorithm's cell only "
-                          "where it ran on every task of that quality):", "",
-                          markdown_table(quality_table(long)), ""]
-            if long.algo.nunique() >= 2:
-                contests = _contests(long)
-                counts = best_counts(long, contests)
-                lines += ["Highest mean (bold) on: " + ", ".join(
-                    f"{display_name(a)} {k}" for a, k in counts.items()) + " of the "
-                    f"{len(contests)} datasets with two algorithms or more"
-                    + (" (`data`: the dataset's own episodes, normalised)."
-                       if "data" in display.columns else "."), ""]
-            long.insert(0, "protocol", protocol)
-            csv_frames.append(long.assign(value="score"))
-            if prot_runs.win_rate.notna().any():
-                # the same runs as the score table: its marks are not repeated here
-                win_display, win_long = family_table(prot_runs, "win_rate", scale=100.0,
-                                                     mark_rising=False)
-                lines += [f"Win rate (%) under `{protocol}`, mean ± std over seeds (for "
-                          f"{RISING_MARK}, see the score table above):", "",
-                          markdown_table(win_display), ""]
-                win_long.insert(0, "protocol", protocol)
-                csv_frames.append(win_long.assign(value="win_rate_percent"))
-            curves = plot_learning_curves([r for r in records if r.family == family
-                                           and r.protocol == protocol],
-                                          out / "plots" / f"{tag}-curves.png",
-                                          f"{family}, protocol {protocol}")
-            written.append(curves)
-            lines += [f"![learning curves](plots/{curves.name})", ""]
-            scaling = plot_agent_scaling(prot_runs, out / "plots" / f"{tag}-agents.png",
-                                         f"{family}: final score against the number of agents, "
-                                         f"protocol {protocol}")
-            if scaling is not None:
-                written.append(scaling)
-                lines += [f"![score against n](plots/{scaling.name})", ""]
-            if prot_runs.dataset_id.nunique() >= 2:
-                normalised = metric_kinds == {"normalized"}
-                table, matrices, note = aggregates(
-                    prot_runs, reps, "score" if normalised else "final_return")
-                if len(table):
-                    agg_kind = "normalised score" if normalised else "raw return"
-                    caveat = "" if normalised or prot_runs.task_id.nunique() == 1 else \
-                        " These mix the reward scales of different tasks: read them with care."
-                    shown = table.assign(value=[f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for p, lo, hi
-                                                in zip(table.point, table.ci_low,
-                                                       table.ci_high)])
-                    pivot = shown.pivot(index="algo", columns="statistic", values="value")
-                    pivot = pivot[list(AGGREGATE_METRICS)].reset_index()
-                    pivot["runs x datasets"] = [
-                        f"{matrices[a].shape[0]} x {matrices[a].shape[1]}" for a in pivot.algo]
-                    lines += [f"### Aggregates over {prot_runs.dataset_id.nunique()} datasets, "
-                              f"protocol `{protocol}`",
-                              "", f"Final {agg_kind}s aggregated over datasets, with 95% "
-                              f"stratified-bootstrap intervals ({reps} replications; computed "
-                              f"with {note}).{caveat}", "",
-                              markdown_table(pivot), ""]
-                    aggregate_frames.append(table.assign(family=family, protocol=protocol,
-                                                         score=agg_kind))
-                    profile = plot_performance_profile(
-                        matrices, reps, out / "plots" / f"{tag}-profile.png",
-                        f"{agg_kind} ($\\tau$)")
-                    written.append(profile)
-                    lines += [f"![performance profile](plots/{profile.name})", ""]
-            marked, cells = rising_counts(long)
-            index_lines.append(f"- [{family}]({family}.md), protocol `{protocol}`: "
-                               f"{prot_runs.dataset_id.nunique()} datasets, "
-                               f"{', '.join(sorted(prot_runs.algo.unique()))}; still rising "
-                               f"({RISING_MARK}): {marked} of {cells} cells")
-        md_path = out / f"{family}.md"
-        md_path.write_text("\n".join(lines).rstrip() + "\n")
-        csv_path = out / f"{family}.csv"
-        pd.concat(csv_frames, ignore_index=True).to_csv(csv_path, index=False)
-        written += [md_path, csv_path]
+    for family, family_runs in runs.groupby("family", sort=True):
+        sections = [_protocol_section(family, protocol, protocol_runs, records, out, reps)
+                    for protocol, protocol_runs in family_runs.groupby("protocol", sort=True)]
+        md_path, csv_path = out / f"{family}.md", out / f"{family}.csv"
+        md_path.write_text("\n".join([GENERATED, f"# {family}", "",
+                                      *(line for s in sections for line in s.lines)]
+                                     ).rstrip() + "\n")
+        pd.concat([frame for s in sections for frame in s.csv_frames],
+                  ignore_index=True).to_csv(csv_path, index=False)
+        written += [plot for s in sections for plot in s.plots] + [md_path, csv_path]
+        aggregate_frames += [s.aggregates for s in sections if s.aggregates is not None]
+        index_lines += [s.index_line for s in sections]
     agg_path = out / "aggregates.csv"
     if aggregate_frames:
         pd.concat(aggregate_frames, ignore_index=True).to_csv(agg_path, index=False)
@@ -904,28 +957,8 @@ def write_leaderboards(out: Path, reps: int = 2000) -> list[Path]:
     export = out / "marl_eval.json"
     export.write_text(json.dumps(marl_eval_export(records)) + "\n")
     readme = out / "README.md"
-    readme.write_text("\n".join([
-        GENERATED, "# Leaderboards", "",
-        "Regenerated from the run records in `runs/` by `marl-bench leaderboard` (and at the end "
-        "of `marl-bench evaluate`). Each table states its protocol, budget and seeds.", "",
-        *index_lines, "",
-        f"A cell marked {OTHER_BYTES_MARK} has a seed that trained on another build of its "
-        "dataset than the canonical one (its data file's SHA-256 differs: `marl-bench verify "
-        "ID` says where and how the statistics differ); unmarked cells trained on the "
-        "canonical bytes or predate the checksum in the records. ", "",
-        f"A cell marked {RISING_MARK} was still rising when training stopped (most of its "
-        f"seeds' last evaluations beat the ones before by more than {RISING_Z:g} standard "
-        "errors); each table gives the rule and its count. Tables under `full` train for the "
-        "reference code's budget, tables under `quick` do not.", "",
-        *([f"> {BUDGET_BOUND}", ""] if "quick" in set(runs.protocol) else []),
-        *[line for protocol in sorted(runs.protocol.unique()) for line in (
-            f"Finished runs under `{protocol}`, as datasets / runs (in brackets: the family's "
-            "registered datasets):", "", markdown_table(coverage_table(runs, protocol)), "")],
-        "Also: " + ("`aggregates.csv` (IQM, median, mean over datasets with 95% CIs), "
-                    if aggregate_frames else "")
-        + "`marl_eval.json` (marl-eval's raw-data layout), `plots/`.", ""]))
-    written += [export, readme]
-    return written
+    readme.write_text(_index_page(runs, index_lines, bool(aggregate_frames)))
+    return written + [export, readme]
 
 
 __all__ = ["load_records", "runs_frame", "end_trend", "end_verdict", "still_rising",

@@ -287,9 +287,13 @@ def _column_order(algos: list[str]) -> list[str]:
     """CFCQL first, then the baselines alphabetically, then the ablations in the order they are
     declared (alpha / 2 before alpha x 2); names outside the registry (a plot's ``data`` line)
     last."""
-    declared = {name: k for k, name in enumerate(algorithm_registry())}
-    return sorted(algos, key=lambda a: (a not in declared, a != "cfcql", is_ablation(a),
-                                        declared[a] if is_ablation(a) else a))
+    return sorted(algos, key=_column_rank)
+
+
+def _column_rank(algo: str) -> tuple:
+    declared = list(algorithm_registry())
+    return (algo not in declared, algo != "cfcql", is_ablation(algo),
+            declared.index(algo) if is_ablation(algo) else algo)
 
 
 def data_score(dataset_id: str) -> float | None:
@@ -556,27 +560,22 @@ def dataset_order(dataset_id: str) -> tuple:
     return (0, natural_key(entry.task_id), rank, natural_key(dataset_id))
 
 
-def _figure_legend(fig, axes, one_row: bool = False, **kwargs) -> bool:
-    """One legend for the figure from every panel's lines (panels may hold different ones), in
-    the tables' column order, in one row with ``one_row``."""
-    legend: dict[str, Any] = {}
+def _title_and_legend(fig, axes, title: str, fontsize: float = 12) -> None:
+    """The figure's title over one row of legend, above the panels: every panel's lines (panels
+    may hold different ones) in the tables' column order. Title and legend are one artist, the
+    legend with its title, which the figure's constrained layout places (it would lay an
+    "outside" legend over a suptitle); a figure without lines gets a suptitle."""
+    lines: dict[str, Any] = {}
     for ax in axes.ravel():
         for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    if legend:
-        labels = _column_order(list(legend))
-        fig.legend([legend[label] for label in labels], labels,
-                   **({"ncol": len(legend)} if one_row else {}), **kwargs)
-    return bool(legend)
-
-
-def _title_and_legend(fig, axes, title: str, height: float, fontsize: float = 12) -> None:
-    """The figure's title at its top, one row of legend (every panel's lines) under it, and the
-    panels laid out below both; ``height`` is the figure's, in inches."""
-    fig.suptitle(title, y=1.0 - 0.1 / height, va="top", fontsize=fontsize)
-    legend = _figure_legend(fig, axes, one_row=True, loc="upper center", frameon=False,
-                            bbox_to_anchor=(0.5, 1.0 - 0.4 / height))
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (0.75 if legend else 0.4) / height))
+            lines.setdefault(label, handle)
+    if not lines:
+        fig.suptitle(title, fontsize=fontsize)
+        return
+    algo_of = {display_name(algo): algo for algo in algorithm_registry()}  # labels are names
+    labels = sorted(lines, key=lambda label: _column_rank(algo_of.get(label, label)))
+    fig.legend([lines[label] for label in labels], labels, ncol=len(labels),
+               loc="outside upper center", frameon=False, title=title, title_fontsize=fontsize)
 
 
 def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Path:
@@ -585,7 +584,8 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
     datasets = sorted({r.dataset_id for r in records}, key=dataset_order)
     cols = min(4, len(datasets))
     rows = -(-len(datasets) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False,
+                             layout="constrained")
     for ax, dataset_id in zip(axes.ravel(), datasets):
         mine = [r for r in records if r.dataset_id == dataset_id and r.status == "done"]
         norm = _normalizer(mine[0].task_id) if mine else None
@@ -608,7 +608,7 @@ def plot_learning_curves(records: list[RunRecord], path: Path, title: str) -> Pa
         ax.set_ylabel("normalised score" if norm else "return")
     for ax in axes.ravel()[len(datasets):]:
         ax.axis("off")
-    _title_and_legend(fig, axes, title, height=3 * rows)
+    _title_and_legend(fig, axes, title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -635,7 +635,8 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
     plt = _pyplot()
     # wide enough for the title and the legend above a single panel
     width, height = max(6.5, 4.5 * len(qualities)), 3.8
-    fig, axes = plt.subplots(1, len(qualities), figsize=(width, height), squeeze=False)
+    fig, axes = plt.subplots(1, len(qualities), figsize=(width, height), squeeze=False,
+                             layout="constrained")
     for ax, quality in zip(axes.ravel(), qualities):
         mine = done[done.quality == quality]
         for algo, group in mine.groupby("algo", sort=True):
@@ -653,7 +654,7 @@ def plot_agent_scaling(runs: pd.DataFrame, path: Path, title: str) -> Path | Non
         ax.set_xlabel("agents n")
         ax.set_ylabel("normalised score" if set(mine.metric) == {"normalized"} else "score")
         ax.axhline(0.0, color="grey", lw=0.5)
-    _title_and_legend(fig, axes, title, height, fontsize=10)
+    _title_and_legend(fig, axes, title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

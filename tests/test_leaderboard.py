@@ -236,3 +236,28 @@ def test_the_readme_full_table_gives_seed_means_spreads_and_wall_times(tmp_path,
     minutes = full_table.table(runs, ["cfcql", "bc"], [], full_table.wall_time_cell)
     assert minutes.iloc[0]["CFCQL `full`"] == "40 min (30-50)"
     assert minutes.iloc[0]["BC `full`"] == "1 min" and "CFCQL wall time" not in minutes
+
+
+def test_plot_legends_follow_the_column_order_by_display_name():
+    """Plot lines carry display names; their shared legend still lists CFCQL first, the
+    baselines, the ablations as declared, then the data line, under the figure's title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from marl_offline_bench.algorithms import display_name
+    from marl_offline_bench.leaderboard import _title_and_legend
+
+    fig, axes = plt.subplots(1, 2, squeeze=False, layout="constrained")
+    for ax, algos in zip(axes.ravel(), (["omar", "cfcql_alpha_double", "cfcql"],
+                                        ["bc", "cfcql_alpha_half", "data"])):
+        for algo in algos:
+            ax.plot([0, 1], [0, 1], label=display_name(algo))
+    _title_and_legend(fig, axes, "a title")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        display_name(a) for a in ("cfcql", "bc", "omar", "cfcql_alpha_half",
+                                  "cfcql_alpha_double")] + ["data"]
+    assert legend.get_title().get_text() == "a title"
+    plt.close(fig)

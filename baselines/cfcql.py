@@ -47,8 +47,8 @@ Deviations from the reference code (each one chosen, not forced, unless said):
   World). The actor loss sums the agents' losses (the code averages over agents, a 1/n scale
   before its per-agent gradient clip: ``actor_loss_mean``). No input BatchNorm in actor or
   critic (the code's: ``input_norm``). The critic trains on the team reward
-  (``dataset["rewards"]``); the code read agent 0's reward, which on mpe-cn here differs (the
-  team reward is the sum of the agents').
+  (``dataset["rewards"]``); the code read agent 0's reward (``reward_agent=0``), which on mpe-cn
+  here differs (the team reward is the sum of the agents').
 * gamma is a per-task setting recorded in the config: 0.99 for the discrete tasks, 0.95 for
   the continuous ones, HalfCheetah included, as the code ran (its script meant 0.99 there).
 """
@@ -189,6 +189,9 @@ class CFCQLContinuousConfig(ContinuousCQLConfig):
     (False: sum them, each actor then gets its own loss's gradient at full scale)."""
     input_norm: bool = False
     """Batch norm on the actors' and the critic's inputs, as the code's networks have."""
+    reward_agent: int | None = None
+    """Train the critic on this agent's own reward, as the code does with agent 0's (None: the
+    team reward). They differ where agents' rewards do: on mpe-cn, the team's is their sum."""
     cf_target: bool = False
     """CF_T: the target averages Q'(s', a'_i = pi'_i(o'_i), a'_-i from the data) over i."""
     vae_steps: int = 100_000
@@ -224,6 +227,9 @@ class CFCQLContinuousConfig(ContinuousCQLConfig):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vae_steps < 0 or self.vae_latent_dim < 0:
             raise ValueError("vae_steps and vae_latent_dim must be non-negative")
+        if self.reward_agent is not None and self.reward_agent < 0:
+            raise ValueError(f"reward_agent must be an agent's index (0, 1, ...) or None for the "
+                             f"team reward, got {self.reward_agent}")
 
 
 def native_bfloat16(device: str) -> bool:
@@ -576,6 +582,9 @@ class CFCQLContinuous(ContinuousActorCritic):
         super().__init__(info, dataset, config)
         cfg, device = config, torch.device(config.device)
         n, d = info.n_agents, info.action_dim
+        if cfg.reward_agent is not None and cfg.reward_agent >= n:
+            raise ValueError(f"reward_agent={cfg.reward_agent}, but {info.task_id} has {n} agents "
+                             f"(0 to {n - 1}); set one of those, or None for the team reward")
         self.init_actor_critic(
             AgentActors(info.obs_dim, info.action_mask, cfg.hidden_dim, cfg.input_norm).to(device),
             TwinCritic(info.state_dim, n * d, cfg.hidden_dim, cfg.input_norm).to(device),
@@ -665,7 +674,9 @@ class CFCQLContinuous(ContinuousActorCritic):
             else:
                 next_q = self.target_critic(next_state, next_actions.flatten(1))    # (2, B)
             not_done = 1.0 - batch.terminals.float()
-            targets = batch.rewards + cfg.gamma * not_done * next_q.min(0).values     # (B,)
+            rewards = (batch.rewards if cfg.reward_agent is None
+                       else batch.agent_rewards[:, cfg.reward_agent])                # (B,)
+            targets = rewards + cfg.gamma * not_done * next_q.min(0).values           # (B,)
             policy_actions = self.actors(obs)
             next_policy_actions = self.actors(next_obs)
             if self.needs_behaviour:

@@ -16,12 +16,13 @@ declare -A variants=(
   [target-noise]="cfcql.target_noise=0.05 cfcql.target_noise_clip=100.0"  # N(0, 0.05), unclipped
   [input-norm]="cfcql.input_norm=True"                                     # BatchNorm on inputs
   [actor-mean]="cfcql.actor_loss_mean=True"                                # agents' mean actor loss
+  [agent0-reward]="cfcql.reward_agent=0"  # agent 0's own reward (on mpe-cn not the team's sum)
   [policy-samples]="cfcql.policy_samples=True"  # CQL samples around pi too, as on MaMuJoCo
-  # the code's three settings at once: they may matter only together
-  [reference]="cfcql.target_noise=0.05 cfcql.target_noise_clip=100.0 cfcql.input_norm=True cfcql.actor_loss_mean=True"
+  # the code's settings at once: they may matter only together
+  [reference]="cfcql.target_noise=0.05 cfcql.target_noise_clip=100.0 cfcql.input_norm=True cfcql.actor_loss_mean=True cfcql.reward_agent=0"
 )
 names=("${@:4}")
-((${#names[@]})) || names=(target-noise input-norm actor-mean policy-samples reference)
+((${#names[@]})) || names=(target-noise input-norm actor-mean agent0-reward policy-samples reference)
 for name in "${names[@]}"; do
   [[ -v "variants[$name]" ]] || { echo "differences: no variant $name (${!variants[*]})" >&2; exit 2; }
   sets=()

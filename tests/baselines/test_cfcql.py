@@ -395,6 +395,23 @@ def test_input_norm_and_mean_actor_loss_train_and_act_on_running_statistics(roun
     assert torch.equal(twin.actors.norm.running_mean, algo.actors.norm.running_mean)
 
 
+def test_reward_agent_trains_the_critic_on_that_agents_reward():
+    """The code's critic reads agent 0's reward; ``reward_agent`` chooses it over the team's."""
+    info = continuous_task(action_dims=(3, 2))
+    data = continuous_dataset(info)
+    data.episodes_data.agent_rewards[:, 1] = 10.0           # the team reward is ~N(0, 0.1)
+    targets = {}
+    for reward_agent in (None, 1):
+        torch.manual_seed(0)
+        config = CFCQLContinuous.Config(reward_agent=reward_agent, **TINY_CONTINUOUS)
+        targets[reward_agent] = CFCQLContinuous(info, data, config).update()["target_mean"]
+    assert targets[1] - targets[None] == pytest.approx(10.0, abs=0.1)
+    with pytest.raises(ValueError, match="reward_agent=2, but test-continuous has 2 agents"):
+        CFCQLContinuous(info, data, CFCQLContinuous.Config(reward_agent=2, **TINY_CONTINUOUS))
+    with pytest.raises(ValueError, match="reward_agent"):
+        CFCQLContinuous.Config(reward_agent=-1)
+
+
 # -- tables and dispatch --------------------------------------------------------------------------
 def test_per_dataset_tables_name_registered_datasets():
     assert set(DISCRETE_PER_DATASET) <= set(DATASETS)

@@ -11,8 +11,7 @@ from baselines.macql_discrete import (PER_DATASET, MACQLDiscrete, macql_penalty,
                              sample_joint_actions, sampled_joint_q)
 from marl_offline_bench.networks import QMixer, build_agent_inputs
 from marl_offline_bench.envs import task_info
-from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
-                                        discrete_task)
+from tests.baselines.test_cfcql import discrete_dataset, discrete_task
 
 N2 = "equal_line-n2-random-v0"
 TINY = dict(batch_size=8, hidden_dim=16, num_sampled_actions=16)
@@ -104,10 +103,9 @@ def test_smoke_on_equal_line(equal_line):
     assert np.isfinite(result.mean_return)
 
 
-def test_config_table_and_action_space_checks():
+def test_config_rejects_bad_values_and_has_no_per_dataset_table():
     assert PER_DATASET == {}
     with pytest.raises(ValueError, match="num_sampled_actions"):
         MACQLDiscrete.Config(num_sampled_actions=0)
     with pytest.raises(ValueError, match="alpha"):
         MACQLDiscrete.Config(alpha=-1.0)
-    info = continuous_task()

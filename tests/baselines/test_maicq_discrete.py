@@ -10,8 +10,7 @@ from baselines.maicq_discrete import (PER_DATASET, DecomposedMixer, MAICQDiscret
                              implicit_constraint_values, maicq_actor_loss)
 from marl_offline_bench.networks import build_agent_inputs
 from marl_offline_bench.envs import task_info
-from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
-                                        discrete_task)
+from tests.baselines.test_cfcql import discrete_dataset, discrete_task
 
 N2 = "equal_line-n2-random-v0"
 TINY = dict(batch_size=8, hidden_dim=16, critic_hidden_dim=32, mixing_dim=8)
@@ -113,10 +112,9 @@ def test_smoke_on_equal_line(equal_line):
     assert np.isfinite(result.mean_return)
 
 
-def test_config_table_and_action_space_checks():
+def test_config_rejects_bad_values_and_has_no_per_dataset_table():
     assert PER_DATASET == {}
     with pytest.raises(ValueError, match="beta"):
         MAICQDiscrete.Config(beta_actor=0.0)
     with pytest.raises(ValueError, match="td_lambda"):
         MAICQDiscrete.Config(td_lambda=2.0)
-    info = continuous_task()

@@ -10,8 +10,7 @@ from marl_offline_bench.networks import UNAVAILABLE_Q, build_agent_inputs, td_la
 from baselines.omar_discrete import (PER_DATASET, OMARDiscrete, independent_cql_penalty, omar_actor_loss,
                                      per_agent_td_lambda_targets, rectification_target)
 from marl_offline_bench.envs import task_info
-from tests.baselines.test_cfcql import (continuous_dataset, continuous_task, discrete_dataset,
-                                        discrete_task)
+from tests.baselines.test_cfcql import discrete_dataset, discrete_task
 
 N2 = "equal_line-n2-random-v0"
 TINY = dict(batch_size=8, hidden_dim=16)
@@ -122,8 +121,7 @@ def test_smoke_on_equal_line(equal_line):
     assert np.isfinite(result.mean_return)
 
 
-def test_config_table_and_action_space_checks():
+def test_config_rejects_bad_values_and_has_no_per_dataset_table():
     assert PER_DATASET == {}
     with pytest.raises(ValueError, match="omar_coe"):
         OMARDiscrete.Config(omar_coe=1.5)
-    info = continuous_task()

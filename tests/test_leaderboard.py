@@ -238,6 +238,29 @@ def test_the_readme_full_table_gives_seed_means_spreads_and_wall_times(tmp_path,
     assert minutes.iloc[0]["BC `full`"] == "1 min" and "CFCQL wall time" not in minutes
 
 
+def test_paired_episodes_tells_a_tail_of_failed_starts_from_a_lower_level():
+    """scripts/paired_episodes.py: a gap made in a tenth of the starts is all in the worst
+    tenth with a median gap of 0; a gap spread over every start has its median equal to it."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "paired_episodes.py"
+    spec = importlib.util.spec_from_file_location("paired_episodes", script)
+    paired = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paired)
+    reference = np.linspace(60.0, 120.0, 100)
+    tail = reference.copy()
+    tail[::10] -= 80.0                                  # ten starts fail, the rest match
+    lower = reference - 8.0                             # every start loses 8
+    tail_summary = paired.paired_summary(tail, reference)
+    assert tail_summary["gap"] == pytest.approx(-8.0)
+    assert tail_summary["gap from the worst tenth"] == pytest.approx(-8.0)
+    assert tail_summary["median gap"] == 0.0 and tail_summary["% below 50"] == 10.0
+    lower_summary = paired.paired_summary(lower, reference)
+    assert lower_summary["median gap"] == pytest.approx(-8.0)
+    assert lower_summary["gap from the worst tenth"] == pytest.approx(-0.8)
+
+
 def test_plot_legends_follow_the_column_order_by_display_name():
     """Plot lines carry display names; their shared legend still lists CFCQL first, the
     baselines, the ablations as declared, then the data line, under the figure's title."""

@@ -23,6 +23,7 @@ from .protocols import PROTOCOLS, REFERENCE, Budget, protocol_budget
 from .registry import DATASETS, QUALITIES, TASKS, get_dataset, get_task, reference_scores
 from .scores import normalized_score
 from .storage import CorruptDatasetError
+from .training import load_learner
 
 __version__ = "0.1.0"
 
@@ -48,5 +49,5 @@ __all__ = [
     # algorithms and protocols
     "OfflineAlgorithm", "BaseConfig", "Progress", "no_progress", "AlgorithmSpec", "Unsupported",
     "algorithm_registry", "algorithm_names", "get_algorithm", "build_algorithm", "display_name",
-    "PROTOCOLS", "REFERENCE", "Budget", "protocol_budget",
+    "PROTOCOLS", "REFERENCE", "Budget", "protocol_budget", "load_learner",
 ]

@@ -162,7 +162,8 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
                   out: Path = DEFAULT_OUT, workers: int = 1, device: str = "cpu",
                   overrides: dict[str, Any] | None = None, retry_failed: bool = False,
                   report: Callable[[str], None] | None = None,
-                  executor: Any = None, show_progress: bool = False) -> BenchmarkSummary:
+                  executor: Any = None, show_progress: bool = False,
+                  keep_learners: bool = False) -> BenchmarkSummary:
     """Run every (algorithm, dataset, seed) job not yet recorded.
 
     Capability is checked once per (algorithm, dataset) pairing; unsupported pairings are
@@ -187,6 +188,8 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
             ``run(jobs, note)`` that calls ``note(outcome)`` once per job, e.g.
             :class:`~marl_offline_bench.ray_executor.RayExecutor`.
         show_progress: a progress bar per run (updates, last evaluation, time left).
+        keep_learners: keep each finished run's final learner under ``out/learners/``
+            (:func:`~marl_offline_bench.training.load_learner`), e.g. to watch its episodes.
     """
     say = report or logger.info
     executor = executor or LocalExecutor(workers)
@@ -209,7 +212,8 @@ def run_benchmark(algos: list[str], datasets: list[str], seeds: list[int], proto
             check_overrides(algo, dataset_id, mine)
             budget = protocol_budget(protocol, dataset_id)
             jobs += [RunJob(algo, dataset_id, seed, protocol, budget, str(out), device,
-                            dict(mine), retry_failed, show_progress=show_progress)
+                            dict(mine), retry_failed, show_progress=show_progress,
+                            keep_learner=keep_learners)
                      for seed in seeds]
     outcomes: list[RunOutcome] = []
     seen_unsupported: set[tuple[str, str]] = set()

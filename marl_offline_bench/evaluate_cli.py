@@ -207,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             workers=args.workers, device=device, overrides=overrides,
                             retry_failed=args.retry_failed, report=say, executor=executor,
                             show_progress=executor is None and args.workers == 1
-                            and not args.quiet)
+                            and not args.quiet, keep_learners=args.keep_learners)
     counts = ", ".join(f"{summary.count(s)} {s}" for s in
                        ("done", "skipped", "failed", "busy", "error") if summary.count(s))
     say(f"{counts or 'nothing to run'} in {time.time() - started:.1f}s"
@@ -330,6 +330,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="algorithm config override (repeatable): KEY=VALUE for every "
                         "algorithm, ALGO.KEY=VALUE for one (e.g. cfcql.alpha=10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar per run")
+    p.add_argument("--keep-learners", action="store_true",
+                   help="keep each finished run's final learner under OUT/learners/ "
+                        "(marl_offline_bench.load_learner(path).policy() plays as it did)")
     p.add_argument("--from-records", action="store_true",
                    help="with --dry-run: price runs from the wall times of finished records "
                         "instead of timing a few updates of each learner here")

@@ -24,7 +24,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["record_path", "checkpoint_path", "remove_checkpoint", "write_json_atomic",
+__all__ = ["record_path", "checkpoint_path", "learner_path", "remove_checkpoint",
+           "keep_checkpoint_as_learner", "write_json_atomic",
            "read_record", "checkpoint_to_bytes", "checkpoint_from_bytes", "FileCheckpoints",
            "RunLock", "check_writable"]
 
@@ -38,9 +39,26 @@ def checkpoint_path(out: Path, algo: str, dataset_id: str, seed: int) -> Path:
     return Path(out) / "checkpoints" / algo / dataset_id / f"seed{seed}.pt"
 
 
+def learner_path(out: Path, algo: str, dataset_id: str, seed: int) -> Path:
+    """Where ``--keep-learners`` keeps a finished run's final learner (a checkpoint file)."""
+    return Path(out) / "learners" / algo / dataset_id / f"seed{seed}.pt"
+
+
 def remove_checkpoint(path: Path) -> None:
     """Delete a run's checkpoint and the folders it leaves empty under ``checkpoints/``."""
     path.unlink(missing_ok=True)
+    _remove_empty_folders(path)
+
+
+def keep_checkpoint_as_learner(path: Path, learner: Path) -> None:
+    """Move a finished run's checkpoint to ``learner`` (one rename: no copy is ever half
+    written), leaving no empty folders under ``checkpoints/``."""
+    learner.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, learner)
+    _remove_empty_folders(path)
+
+
+def _remove_empty_folders(path: Path) -> None:
     for folder in (path.parent, path.parent.parent, path.parent.parent.parent):
         try:
             folder.rmdir()

@@ -31,11 +31,12 @@ from .protocols import Budget, budget_source, protocol_budget
 from .provenance import git_commit, package_versions
 from .records import RunRecord
 from .registry import get_dataset
-from .runstore import (FileCheckpoints, RunLock, checkpoint_path, read_record, record_path,
-                       remove_checkpoint, write_json_atomic)
+from .runstore import (FileCheckpoints, RunLock, checkpoint_path, keep_checkpoint_as_learner,
+                       learner_path, read_record, record_path, remove_checkpoint,
+                       write_json_atomic)
 
 __all__ = ["RunJob", "RunOutcome", "NonFiniteLoss", "train_run", "claim_run", "attempt_run",
-           "finish_run", "run_job", "main"]
+           "finish_run", "load_learner", "run_job", "main"]
 
 #: Seeds of the learning-curve and final evaluations, away from training and collection seeds.
 EVAL_SEED, FINAL_SEED = 10_000, 20_000
@@ -56,6 +57,9 @@ class RunJob:
     retry_failed: bool = False
     torch_threads: int | None = None
     show_progress: bool = False
+    keep_learner: bool = False
+    """Keep the final learner under ``out/learners/`` (:func:`load_learner`) instead of
+    deleting the run's checkpoint when its record is written."""
 
     @property
     def key(self) -> str:
@@ -116,6 +120,8 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
 
     def save_checkpoint() -> None:
         checkpoints.save({
+            "algo": job.algo, "dataset_id": job.dataset_id, "seed": job.seed,
+            "overrides": job.overrides,
             "algorithm": algo.state_dict(), "rng": _rng_state(), "step": step,
             "curve": record.curve, "protocol": job.protocol, "budget": asdict(budget),
             "config": config, "dataset_sha256": record.dataset_sha256,
@@ -151,6 +157,8 @@ def train_run(job: RunJob, checkpoints: Any) -> RunRecord:
         record.status = "done"
         record.final = {"step": step, **evaluate(algo.policy(), budget.final_episodes,
                                                  FINAL_SEED + job.seed)}
+        if job.keep_learner:  # the learner that played the final episodes; finish_run keeps it
+            save_checkpoint()
     finally:
         bar.close()
     record.wall_time_s = round(elapsed + time.time() - started, 3)
@@ -393,11 +401,43 @@ def attempt_run(job: RunJob, checkpoints: Any) -> tuple[RunOutcome, RunRecord | 
 
 
 def finish_run(job: RunJob, record: RunRecord) -> None:
-    """Write a run's record (atomically) and then delete its checkpoint."""
+    """Write a run's record (atomically), then delete its checkpoint, or with
+    ``job.keep_learner`` keep a finished run's final one under ``learners/``."""
     out = Path(job.out)
     write_json_atomic(record_path(out, job.algo, job.dataset_id, job.seed, job.protocol),
                       record.to_json())
-    remove_checkpoint(checkpoint_path(out, job.algo, job.dataset_id, job.seed))
+    checkpoint = checkpoint_path(out, job.algo, job.dataset_id, job.seed)
+    if job.keep_learner and record.status == "done":
+        keep_checkpoint_as_learner(checkpoint,
+                                   learner_path(out, job.algo, job.dataset_id, job.seed))
+    else:
+        remove_checkpoint(checkpoint)
+
+
+def load_learner(path: str | Path, device: str = "cpu"):
+    """The final learner a run kept (``marl-bench evaluate --keep-learners``), rebuilt on its
+    dataset: ``load_learner(path).policy()`` plays as the run's final evaluation did.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: a checkpoint from before learners named their run.
+    """
+    from .envs import task_info
+
+    state = FileCheckpoints(Path(path)).load()
+    if state is None:
+        raise FileNotFoundError(f"no learner at {path}; `marl-bench evaluate --keep-learners` "
+                                f"keeps them under OUT/learners/")
+    missing = sorted({"algo", "dataset_id", "seed", "overrides"} - set(state))
+    if missing:
+        raise ValueError(f"{path} does not name its run ({', '.join(missing)} missing): it was "
+                         f"written by an older version; re-run it with --keep-learners")
+    entry = get_dataset(state["dataset_id"])
+    algo = build_algorithm(state["algo"], task_info(entry.task_id),
+                           _load_dataset(state["dataset_id"]), protocol=state["protocol"],
+                           seed=state["seed"], device=device, **state["overrides"])
+    algo.load_state_dict(state["algorithm"])
+    return algo
 
 
 def run_job(job: RunJob) -> RunOutcome:

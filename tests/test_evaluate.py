@@ -69,7 +69,7 @@ def test_smoke_end_to_end_then_rerun_skips(built, capsys):
         assert "bc_loss" in rec["curve"][0]["train"]
         assert 0 < rec["eval_time_s"] < rec["wall_time_s"]
         assert 0 <= rec["prepare_time_s"] < rec["wall_time_s"]
-    assert not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists() and not (out / "learners").exists()
     table = (out / "equal_line.md").read_text()
     assert "Protocol `smoke`" in table and "50 updates" in table and "Seeds per cell: 2" in table
     assert f"| {N2} |" in table and "Aggregates over 2 datasets" in table
@@ -87,6 +87,26 @@ def test_smoke_end_to_end_then_rerun_skips(built, capsys):
     assert "4 skipped" in capsys.readouterr().out
     assert records(out) == recs
     assert main(["leaderboard", "--out", str(out), "--bootstrap-reps", "50"]) == 0
+
+
+def test_a_kept_learner_plays_its_final_episodes_again(built):
+    """--keep-learners moves each finished run's final checkpoint to learners/; load_learner
+    rebuilds it with the run's overrides, and its policy replays the recorded final episodes."""
+    from marl_offline_bench.runstore import learner_path
+    from marl_offline_bench.training import FINAL_SEED
+
+    out = built / "lb"
+    assert evaluate(out, "--keep-learners") == 0
+    final = records(out)[f"runs/smoke/bc/{N2}/seed0.json"]["final"]
+    path = learner_path(out, "bc", N2, 0)
+    assert path.exists() and not (out / "checkpoints").exists()
+    learner = mob.load_learner(path)
+    assert learner.config.episode_batch_size == 8
+    replay = mob.evaluate_policy(learner.policy(), N2, episodes=final["episodes"],
+                                 seed=FINAL_SEED + 0)
+    assert replay.returns.tolist() == pytest.approx(final["returns"])
+    with pytest.raises(FileNotFoundError, match="--keep-learners"):
+        mob.load_learner(out / "learners" / "bc" / N2 / "seed7.pt")
 
 
 def _killed_at_update(monkeypatch, learner=None, n=30):

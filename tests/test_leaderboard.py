@@ -261,6 +261,37 @@ def test_paired_episodes_tells_a_tail_of_failed_starts_from_a_lower_level():
     assert lower_summary["gap from the worst tenth"] == pytest.approx(-0.8)
 
 
+def test_cn_coverage_reads_collisions_doubling_up_and_strays_from_observations():
+    """scripts/cn_coverage.py: agents on their own landmarks score nothing; two agents on one
+    landmark collide and double up, and the third, far from all, strays."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    script = Path(__file__).parents[1] / "scripts" / "cn_coverage.py"
+    spec = importlib.util.spec_from_file_location("cn_coverage", script)
+    cn_coverage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cn_coverage)
+    landmarks = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+
+    def observations(agents):               # (3, 2) -> (3, 18) as simple_spread observes
+        obs = np.zeros((3, 18), np.float32)
+        obs[:, 2:4] = agents
+        obs[:, 4:10] = (landmarks[None] - agents[:, None]).reshape(3, 6)
+        return obs
+
+    spread = observations(landmarks)
+    crowded = observations(np.array([[0.0, 0.0], [0.1, 0.0], [3.0, 3.0]]))
+    steps = 2                                # each episode: 2 steps, 3 observations
+    arrays = SimpleNamespace(obs=np.stack([spread] * (steps + 1) + [crowded] * (steps + 1)),
+                             episode_starts=np.array([0, steps, 2 * steps]))
+    measures = cn_coverage.episode_measures(arrays)
+    assert measures["collisions"].tolist() == [0, steps]
+    assert measures["distance"].tolist() == pytest.approx([0.0, steps * (0.9 + 1.0)])  # L1, L2
+    assert measures["doubled up"].tolist() == [False, True]
+    assert measures["stray agent"].tolist() == [False, True]
+
+
 def test_plot_legends_follow_the_column_order_by_display_name():
     """Plot lines carry display names; their shared legend still lists CFCQL first, the
     baselines, the ablations as declared, then the data line, under the figure's title."""

@@ -194,6 +194,11 @@ class CFCQLContinuousConfig(ContinuousCQLConfig):
     team reward). They differ where agents' rewards do: on mpe-cn, the team's is their sum."""
     cf_target: bool = False
     """CF_T: the target averages Q'(s', a'_i = pi'_i(o'_i), a'_-i from the data) over i."""
+    actor_partners: str = "data"
+    """What the other agents do in each actor's loss: "data", their actions in the data (Eq. 10,
+    counterfactual policy improvement, as the code does); "policy", their actors' current
+    actions, held fixed (a diagnosis: do actors trained against the data's partners fail to
+    agree with each other?)."""
     vae_steps: int = 100_000
     """Updates of the behaviour VAE, run before the first CFCQL update."""
     vae_hidden_dim: int = 750
@@ -227,6 +232,10 @@ class CFCQLContinuousConfig(ContinuousCQLConfig):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vae_steps < 0 or self.vae_latent_dim < 0:
             raise ValueError("vae_steps and vae_latent_dim must be non-negative")
+        if self.actor_partners not in ("data", "policy"):
+            raise ValueError(f"actor_partners must be 'data' (the other agents' actions in the "
+                             f"data, Eq. 10) or 'policy' (their actors'), "
+                             f"got {self.actor_partners!r}")
         if self.reward_agent is not None and self.reward_agent < 0:
             raise ValueError(f"reward_agent must be an agent's index (0, 1, ...) or None for the "
                              f"team reward, got {self.reward_agent}")
@@ -393,20 +402,21 @@ def cfcql_continuous_penalty(cf_q: torch.Tensor, log_density: torch.Tensor, lam:
 
 
 def counterfactual_actor_loss(critic: TwinCritic, state: torch.Tensor, policy_actions: torch.Tensor,
-                              dataset_actions: torch.Tensor, action_mask: torch.Tensor,
+                              partner_actions: torch.Tensor, action_mask: torch.Tensor,
                               action_reg: float) -> torch.Tensor:
     """Counterfactual policy improvement (Eq. 10, "CF_P"): each agent's actor loss.
 
-    L_i = -mean_b Q_1(s, pi_i(o_i), a_-i from the data) + action_reg * mean_b mean_dims pi_i^2.
-    L_i depends on no other agent's actor, so summing them gives each actor only its own term.
+    L_i = -mean_b Q_1(s, pi_i(o_i), a_-i) + action_reg * mean_b mean_dims pi_i^2, a_-i the
+    partners' actions: the data's in Eq. 10. With partners that carry no gradient, L_i depends
+    on no other agent's actor, so summing them gives each actor only its own term.
 
     Args:
-        state: (B, S); policy_actions, dataset_actions: (B, n, d); action_mask: (n, d).
+        state: (B, S); policy_actions, partner_actions: (B, n, d); action_mask: (n, d).
 
     Returns:
         (n,) the per-agent losses L_i.
     """
-    joint = counterfactual_joint_actions(dataset_actions, policy_actions.unsqueeze(2))  # (B,n,1,nd)
+    joint = counterfactual_joint_actions(partner_actions, policy_actions.unsqueeze(2))  # (B,n,1,nd)
     q1 = critic.from_features(critic.state_features(state), joint.squeeze(2))[0]       # (B, n)
     squared = (policy_actions ** 2 * action_mask).sum(-1) / action_mask.sum(-1)       # (B, n)
     return -q1.mean(0) + action_reg * squared.mean(0)
@@ -707,7 +717,9 @@ class CFCQLContinuous(ContinuousActorCritic):
             metrics.update(log_beta_mean=log_beta.mean().item(),
                            behaviour_loss=self.behaviour_loss)
         if self.schedule.actor_due(self.updates):
-            per_agent = counterfactual_actor_loss(self.critic, state, self.actors(obs), actions,
+            current = self.actors(obs)
+            partners = actions if cfg.actor_partners == "data" else current.detach()
+            per_agent = counterfactual_actor_loss(self.critic, state, current, partners,
                                                   self.action_mask, cfg.action_reg)
             actor_loss = per_agent.mean() if cfg.actor_loss_mean else per_agent.sum()
             self.actor_step(actor_loss, cfg.grad_clip, agentwise=True)

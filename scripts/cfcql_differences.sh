@@ -19,6 +19,8 @@ declare -A variants=(
   [agent0-reward]="cfcql.reward_agent=0"  # agent 0's own reward (on mpe-cn not the team's sum)
   [policy-samples]="cfcql.policy_samples=True"  # CQL samples around pi too, as on MaMuJoCo
   [lr-1e-3]="cfcql.lr=0.001"  # not a difference: the code's own 0.01 on simple_spread, tenfold down
+  # not a difference either: each actor against the other actors, not the data's partners
+  [actor-partners-policy]="cfcql.actor_partners=policy"
   # the code's settings at once: they may matter only together
   [reference]="cfcql.target_noise=0.05 cfcql.target_noise_clip=100.0 cfcql.input_norm=True cfcql.actor_loss_mean=True cfcql.reward_agent=0"
 )

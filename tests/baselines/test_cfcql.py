@@ -412,6 +412,30 @@ def test_reward_agent_trains_the_critic_on_that_agents_reward():
         CFCQLContinuous.Config(reward_agent=-1)
 
 
+def test_actor_partners_choose_the_other_agents_actions_in_the_actor_loss(monkeypatch):
+    """Eq. 10 trains each actor against the data's partners; ``actor_partners="policy"`` against
+    the other actors' current actions, which carry no gradient to them."""
+    import baselines.cfcql as cfcql
+
+    seen, real = {}, cfcql.counterfactual_actor_loss
+
+    def spy(critic, state, policy_actions, partner_actions, *rest):
+        seen.update(policy=policy_actions, partners=partner_actions)
+        return real(critic, state, policy_actions, partner_actions, *rest)
+
+    monkeypatch.setattr(cfcql, "counterfactual_actor_loss", spy)
+    info = continuous_task(action_dims=(3, 2))
+    data = continuous_dataset(info)
+    for partners in ("data", "policy"):
+        torch.manual_seed(0)
+        config = CFCQLContinuous.Config(actor_partners=partners, **TINY_CONTINUOUS)
+        CFCQLContinuous(info, data, config).update()
+        the_actors = torch.equal(seen["partners"], seen["policy"].detach())
+        assert the_actors == (partners == "policy") and not seen["partners"].requires_grad
+    with pytest.raises(ValueError, match="actor_partners"):
+        CFCQLContinuous.Config(actor_partners="actors")
+
+
 # -- tables and dispatch --------------------------------------------------------------------------
 def test_per_dataset_tables_name_registered_datasets():
     assert set(DISCRETE_PER_DATASET) <= set(DATASETS)

@@ -292,6 +292,27 @@ def test_cn_coverage_reads_collisions_doubling_up_and_strays_from_observations()
     assert measures["stray agent"].tolist() == [False, True]
 
 
+def test_critic_on_failures_reads_each_acting_step_once_with_its_episode():
+    """scripts/critic_on_failures.py: episodes of 2 and 3 steps keep T + 1 observations each;
+    the acting steps are the first T of each, and each knows its episode."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    script = Path(__file__).parents[1] / "scripts" / "critic_on_failures.py"
+    spec = importlib.util.spec_from_file_location("critic_on_failures", script)
+    critic_on_failures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(critic_on_failures)
+    # observation rows: episode 0 at 0, 1, (2 = its last); episode 1 at 3, 4, 5, (6 = its last)
+    obs = np.arange(7, dtype=np.float32).reshape(7, 1, 1)
+    states = np.arange(7, dtype=np.float32).reshape(7, 1) * 10
+    arrays = SimpleNamespace(obs=obs, states=states, episode_starts=np.array([0, 2, 5]))
+    step_obs, step_states, episode = critic_on_failures.acting_steps(arrays)
+    assert step_obs.ravel().tolist() == [0, 1, 3, 4, 5]
+    assert step_states.ravel().tolist() == [0, 10, 30, 40, 50]
+    assert episode.tolist() == [0, 0, 1, 1, 1]
+
+
 def test_plot_legends_follow_the_column_order_by_display_name():
     """Plot lines carry display names; their shared legend still lists CFCQL first, the
     baselines, the ablations as declared, then the data line, under the figure's title."""

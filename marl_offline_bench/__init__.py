@@ -18,7 +18,7 @@ from .dataset import EpisodeArrays, EpisodeBatch, MARLDataset
 from .envs import TaskInfo, task_info
 from .envs import make_env as _make_env
 from .envs import make_vec_env as _make_vec_env
-from .evaluation import EvaluationResult, evaluate_policy
+from .evaluation import EvaluationResult, evaluate_policy, play_episodes
 from .protocols import PROTOCOLS, REFERENCE, Budget, protocol_budget
 from .registry import DATASETS, QUALITIES, TASKS, get_dataset, get_task, reference_scores
 from .scores import normalized_score
@@ -44,7 +44,7 @@ __all__ = [
     "EpisodeArrays", "EpisodeBatch", "CorruptDatasetError", "DATASETS", "TASKS", "QUALITIES",
     "get_dataset", "get_task",
     # environments and scoring
-    "make_env", "make_vec_env", "evaluate_policy", "EvaluationResult", "normalized_score",
+    "make_env", "make_vec_env", "evaluate_policy", "play_episodes", "EvaluationResult", "normalized_score",
     "reference_scores", "rollout", "RandomPolicy", "TaskInfo", "task_info",
     # algorithms and protocols
     "OfflineAlgorithm", "BaseConfig", "Progress", "no_progress", "AlgorithmSpec", "Unsupported",

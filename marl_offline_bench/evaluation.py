@@ -52,12 +52,7 @@ def evaluate_policy(policy: Policy, task: str, episodes: int = 32, seed: int = 1
         engine: simulator override.
     """
     task_entry = get_task(task)
-    num_envs = min(num_envs or max(DEFAULT_NUM_ENVS[task_entry.family], 1), episodes)
-    env = make_vec_env(task_entry.task_id, num_envs, engine=engine)
-    try:
-        data = rollout(env, policy, episodes, seed, progress=progress)
-    finally:
-        env.close()
+    data = play_episodes(policy, task, episodes, seed, num_envs, engine, progress)
     returns = data.episode_returns().astype(np.float64)
     normalize = score_normalizer(reference_scores(task_entry.task_id))
     scores = None if normalize is None else normalize(returns)
@@ -65,3 +60,17 @@ def evaluate_policy(policy: Policy, task: str, episodes: int = 32, seed: int = 1
     return EvaluationResult(returns=returns, normalized_scores=scores,
                             win_rate=None if won is None else float(won.mean()),
                             lengths=data.lengths.copy())
+
+
+def play_episodes(policy: Policy, task: str, episodes: int = 32, seed: int = 10_000,
+                  num_envs: int | None = None, engine: str | None = None, progress=None):
+    """The episodes :func:`evaluate_policy` scores, whole (observations, states, actions,
+    rewards: an :class:`~marl_offline_bench.dataset.EpisodeArrays`); the same arguments play
+    the same starts, so a kept learner's final evaluation can be watched again."""
+    task_entry = get_task(task)
+    num_envs = min(num_envs or max(DEFAULT_NUM_ENVS[task_entry.family], 1), episodes)
+    env = make_vec_env(task_entry.task_id, num_envs, engine=engine)
+    try:
+        return rollout(env, policy, episodes, seed, progress=progress)
+    finally:
+        env.close()

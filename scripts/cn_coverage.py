@@ -26,7 +26,6 @@ import torch
 
 import marl_offline_bench as mob
 from marl_offline_bench.leaderboard import markdown_table
-from marl_offline_bench.rollout import DEFAULT_NUM_ENVS
 from marl_offline_bench.runstore import FileCheckpoints
 from marl_offline_bench.training import FINAL_SEED
 
@@ -43,13 +42,8 @@ def replay(path: Path) -> tuple[str, int, dict[str, np.ndarray]]:
                          f"dataset; `marl-bench evaluate --keep-learners` keeps them")
     learner = mob.load_learner(path)
     episodes = mob.protocol_budget(state["protocol"], dataset_id).final_episodes
-    # The final evaluation's batches: the same lock-step batch size gives the same starts.
-    env = mob.make_vec_env(dataset_id, min(DEFAULT_NUM_ENVS["mpe"], episodes))
-    try:
-        with torch.no_grad():
-            arrays = mob.rollout(env, learner.policy(), episodes, FINAL_SEED + seed)
-    finally:
-        env.close()
+    with torch.no_grad():
+        arrays = mob.play_episodes(learner.policy(), dataset_id, episodes, FINAL_SEED + seed)
     settings = "".join(f", {key}={value}" for key, value in state["overrides"].items())
     return f"{state['algo']}{settings}", seed, {
         "score": mob.normalized_score(dataset_id, arrays.episode_returns()),

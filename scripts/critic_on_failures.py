@@ -28,20 +28,8 @@ import torch
 
 import marl_offline_bench as mob
 from marl_offline_bench.leaderboard import markdown_table
-from marl_offline_bench.rollout import DEFAULT_NUM_ENVS
 from marl_offline_bench.runstore import FileCheckpoints
 from marl_offline_bench.training import FINAL_SEED
-
-
-def final_episodes(learner, dataset_id: str, seed: int, episodes: int):
-    """The learner's final evaluation again (the same lock-step batches give the same starts)."""
-    family = mob.get_dataset(dataset_id).task.family
-    env = mob.make_vec_env(dataset_id, min(DEFAULT_NUM_ENVS[family], episodes))
-    try:
-        with torch.no_grad():
-            return mob.rollout(env, learner.policy(), episodes, FINAL_SEED + seed)
-    finally:
-        env.close()
 
 
 def acting_steps(arrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,8 +58,9 @@ def main() -> None:
         raise SystemExit(f"{args.learner} is a {runs[0]['algo']} learner without actors and a "
                          f"critic to read")
     episodes = mob.protocol_budget(runs[0]["protocol"], dataset_id).final_episodes
-    mine = final_episodes(learner, dataset_id, seed, episodes)
-    theirs = final_episodes(reference, dataset_id, seed, episodes)
+    with torch.no_grad():
+        mine, theirs = (mob.play_episodes(run.policy(), dataset_id, episodes, FINAL_SEED + seed)
+                        for run in (learner, reference))
     score = {name: mob.normalized_score(dataset_id, arrays.episode_returns())
              for name, arrays in (("mine", mine), ("theirs", theirs))}
     order = np.argsort(score["mine"] - score["theirs"])

@@ -210,16 +210,10 @@ def test_columns_put_cfcql_first_then_the_baselines_then_the_ablations_as_declar
 def test_the_readme_full_table_gives_seed_means_spreads_and_wall_times(tmp_path, monkeypatch):
     """scripts/full_table.py: one row per dataset with a `full` record, each cell its seeds'
     mean ± std and count, the `quick` cells beside; --wall-time gives minutes and their range."""
-    import importlib.util
-    from pathlib import Path
-
     from marl_offline_bench.leaderboard import load_records, runs_frame
 
     monkeypatch.setenv("MARL_BENCH_REFERENCE_FILE", str(tmp_path / "no-references.json"))
-    script = Path(__file__).parents[1] / "scripts" / "full_table.py"
-    spec = importlib.util.spec_from_file_location("full_table", script)
-    full_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(full_table)
+    full_table = _script("full_table")
     out, dataset_id, flat = tmp_path / "lb", "equal_line-n2-medium-v0", [5.0] * 4
     for seed, level, minutes in ((0, 10.0, 30), (1, 20.0, 50)):
         _write(out, "full", "cfcql", dataset_id, seed, curve([level] * 4, noise=0.0, seed=seed),
@@ -241,13 +235,7 @@ def test_the_readme_full_table_gives_seed_means_spreads_and_wall_times(tmp_path,
 def test_paired_episodes_tells_a_tail_of_failed_starts_from_a_lower_level():
     """scripts/paired_episodes.py: a gap made in a tenth of the starts is all in the worst
     tenth with a median gap of 0; a gap spread over every start has its median equal to it."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).parents[1] / "scripts" / "paired_episodes.py"
-    spec = importlib.util.spec_from_file_location("paired_episodes", script)
-    paired = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(paired)
+    paired = _script("paired_episodes")
     reference = np.linspace(60.0, 120.0, 100)
     tail = reference.copy()
     tail[::10] -= 80.0                                  # ten starts fail, the rest match
@@ -264,14 +252,9 @@ def test_paired_episodes_tells_a_tail_of_failed_starts_from_a_lower_level():
 def test_cn_coverage_reads_collisions_doubling_up_and_strays_from_observations():
     """scripts/cn_coverage.py: agents on their own landmarks score nothing; two agents on one
     landmark collide and double up, and the third, far from all, strays."""
-    import importlib.util
-    from pathlib import Path
     from types import SimpleNamespace
 
-    script = Path(__file__).parents[1] / "scripts" / "cn_coverage.py"
-    spec = importlib.util.spec_from_file_location("cn_coverage", script)
-    cn_coverage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cn_coverage)
+    cn_coverage = _script("cn_coverage")
     landmarks = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
 
     def observations(agents):               # (3, 2) -> (3, 18) as simple_spread observes
@@ -295,14 +278,9 @@ def test_cn_coverage_reads_collisions_doubling_up_and_strays_from_observations()
 def test_critic_on_failures_reads_each_acting_step_once_with_its_episode():
     """scripts/critic_on_failures.py: episodes of 2 and 3 steps keep T + 1 observations each;
     the acting steps are the first T of each, and each knows its episode."""
-    import importlib.util
-    from pathlib import Path
     from types import SimpleNamespace
 
-    script = Path(__file__).parents[1] / "scripts" / "critic_on_failures.py"
-    spec = importlib.util.spec_from_file_location("critic_on_failures", script)
-    critic_on_failures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(critic_on_failures)
+    critic_on_failures = _script("critic_on_failures")
     # observation rows: episode 0 at 0, 1, (2 = its last); episode 1 at 3, 4, 5, (6 = its last)
     obs = np.arange(7, dtype=np.float32).reshape(7, 1, 1)
     states = np.arange(7, dtype=np.float32).reshape(7, 1) * 10
@@ -336,3 +314,15 @@ def test_plot_legends_follow_the_column_order_by_display_name():
                                   "cfcql_alpha_double")] + ["data"]
     assert legend.get_title().get_text() == "a title"
     plt.close(fig)
+
+
+def _script(name: str):
+    """A module of the repository's scripts/ folder, loaded from its file."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

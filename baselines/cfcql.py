@@ -24,7 +24,8 @@ Deviations from the reference code (each one chosen, not forced, unless said):
   counterfactual joint actions are mixed in one batched product (the code re-runs the whole
   mixer for every agent and action); the frozen behaviour model's log beta is computed once per
   dataset step (``cache_behaviour``); the critic's state half of its first layer runs once per
-  state for all the sampled joint actions.
+  state for all the sampled joint actions; on a CPU the VAE decodes its draws for lambda 32
+  states at a time, so that its hidden layers stay in cache (``benchmarks/vae_decode_speed.py``).
 * Speed, values within the estimator's noise: where the device multiplies bfloat16 natively,
   the VAE's hidden layers estimate log beta for lambda in bfloat16 (``vae_precision``; the fit
   stays float32), its error 300 to 500 times below the spread of the 20-draw estimate itself,
@@ -577,8 +578,8 @@ class CFCQLContinuous(ContinuousActorCritic):
 
     Config: ClassVar[type[BaseConfig]] = CFCQLContinuousConfig
     per_dataset: ClassVar[dict[str, dict[str, Any]]] = CONTINUOUS_PER_DATASET
-    # The authors' VAE (hidden 750, 20 importance samples, 1e5 steps) adds 0.4-0.8 s of one core
-    # to a World update; `quick` uses a small one so that every dataset fits the budget.
+    # The authors' VAE (hidden 750, 20 importance samples, 1e5 steps) adds about 0.35 s of one
+    # core to a World update; `quick` uses a small one so that every dataset fits the budget.
     protocol_overrides: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"vae_steps": 20, "vae_hidden_dim": 32, "vae_samples": 2, "batch_size": 64},
         "quick": {"vae_steps": 2000, "vae_hidden_dim": 128, "vae_samples": 5,

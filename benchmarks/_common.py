@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts: a scratch Minari root and a timer."""
+"""Helpers shared by the benchmark scripts: a scratch Minari root and timers."""
 from __future__ import annotations
 
 import os
 import tempfile
+import statistics
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 
@@ -26,3 +28,23 @@ def dir_bytes(path) -> int:
     for root, _dirs, files in os.walk(path):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     return total
+
+
+def seconds_per_call(steps: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                     reduce: Callable[[list[float]], float] = statistics.median
+                     ) -> dict[str, float]:
+    """Wall time per call of each step, ``reduce`` (median) over ``repeats`` timed calls.
+
+    The steps take turns, one call each per turn, so that load from other processes on a shared
+    machine falls on all of them alike.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: reduce(values) for name, values in times.items()}

@@ -79,7 +79,7 @@ from marl_offline_bench.envs import TaskInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import scratch_minari_root  # noqa: E402
+from _common import scratch_minari_root, seconds_per_call  # noqa: E402
 
 
 # -- synthetic tasks -------------------------------------------------------------------------------
@@ -178,26 +178,6 @@ def td_only_update(algo: CFCQLContinuous) -> None:
 
 
 # -- timing ---------------------------------------------------------------------------------------
-def seconds_per_call(steps: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                     reduce: Callable[[list[float]], float] = statistics.median
-                     ) -> dict[str, float]:
-    """Wall time per call of each step, ``reduce`` (median) over ``repeats`` timed calls.
-
-    The steps take turns, one call each per turn, so that load from other processes on a shared
-    machine falls on all of them alike.
-    """
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: reduce(values) for name, values in times.items()}
-
-
 def row(label: str, seconds: float) -> str:
     return f"  {label} {seconds:7.3f} s/update  {1 / seconds:6.2f} updates/s"
 

@@ -2,7 +2,7 @@
 
 The VAE lambda (``cfcql_vae``, ``cfcql_sign_plus``) reads log beta_i(pi_i(o_i) | s) at every
 critic update: L = 20 latent draws for each of 1,024 states through a decoder with a 750 x 750
-hidden layer, about 0.6 s of one core per update in float32: most of a World run's time. With
+hidden layer, about 0.35 s of one core per update in float32: most of a World run's time. With
 the decoder's two hidden layers in bfloat16 (float32 accumulation; the output layer, the
 densities and the fit stay float32), this script measures in one run, on a VAE fitted to a real
 dataset:
@@ -22,7 +22,8 @@ above 1: on a CPU without native bfloat16 products (AVX512-BF16 or AMX) it is be
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
@@ -31,13 +32,8 @@ from baselines.cfcql import counterfactual_lambda
 from marl_offline_bench import load
 from marl_offline_bench.envs import task_info
 
-
-def seconds_per_call(fn, repeats: int) -> float:
-    fn()                                                    # warm-up: oneDNN picks its kernels
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import seconds_per_call  # noqa: E402
 
 
 def main() -> None:
@@ -69,8 +65,9 @@ def main() -> None:
         with torch.no_grad():
             return vae.log_prob(state, actions, args.samples, hidden_dtype=dtype)
 
-    fp32 = seconds_per_call(lambda: estimate(data_actions, torch.float32, 0), args.repeats)
-    bf16 = seconds_per_call(lambda: estimate(data_actions, torch.bfloat16, 0), args.repeats)
+    seconds = seconds_per_call({dtype: lambda dtype=dtype: estimate(data_actions, dtype, 0)
+                                for dtype in (torch.float32, torch.bfloat16)}, args.repeats)
+    fp32, bf16 = seconds[torch.float32], seconds[torch.bfloat16]
     print(f"\none estimate, batch {args.batch:,}, L = {args.samples}, "
           f"{torch.get_num_threads()} thread(s): float32 {fp32:.3f} s, bfloat16 {bf16:.3f} s, "
           f"ratio {fp32 / bf16:.2f}x")

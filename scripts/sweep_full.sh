@@ -38,9 +38,9 @@ shorter_runs() {
   fi
 }
 # The VAE rows, one seed: both datasets, both signs, so that both workers stay busy. The paper's
-# behaviour VAE makes a World run 5 to 8 CPU-hours (--dry-run; float32 where the CPU lacks native
-# bfloat16), its fit 1.5 of them, which cfcql_vae and cfcql_sign_plus share through the fit
-# store. Such a run resumes only on the machine that holds its checkpoints and fit (better sent
+# behaviour VAE makes a World run about 4.4 CPU-hours (--dry-run; float32 where the CPU lacks
+# native bfloat16), its fit about one of them, which cfcql_vae and cfcql_sign_plus share through
+# the fit store. Such a run resumes only on the machine that holds its checkpoints and fit (better sent
 # to a GPU, docs/cluster.md).
 vae_runs() { run --algo cfcql_vae,cfcql_sign_plus --datasets "$lambda_sets" --seeds "$1,"; }
 # A first VAE seed answers the lambda question before a third seed narrows the other cells: a

@@ -82,3 +82,19 @@ def test_bfloat16_hidden_layers_estimate_within_the_draws_noise():
     rounding = (estimate(torch.bfloat16, 0) - exact).abs().mean()
     redrawn = (estimate(torch.float32, 1) - exact).abs().mean()
     assert 0 < rounding < redrawn / 20
+
+
+def test_decoding_in_chunks_of_states_gives_the_whole_batch_estimate():
+    """log_prob decodes its draws a few states at a time (for the cache); every state keeps its
+    own draws, so the estimate is the whole batch's, including a last, shorter chunk."""
+    vae = _vae()
+    state, actions = torch.randn(37, 3), torch.rand(37, 2, 2) * 2 - 1
+
+    def estimate(states_per_chunk):
+        torch.manual_seed(3)
+        with torch.no_grad():
+            return vae.log_prob(state, actions, 8, states_per_chunk=states_per_chunk)
+
+    whole = estimate(37)
+    for states_per_chunk in (1, 5, 16):
+        torch.testing.assert_close(estimate(states_per_chunk), whole)

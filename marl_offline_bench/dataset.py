@@ -67,6 +67,20 @@ class EpisodeArrays:
         return np.add.reduceat(self.rewards, self.episode_starts[:-1]) if self.n_episodes else \
             np.zeros(0, np.float32)
 
+    def returns_to_go(self, gamma: float, rewards: np.ndarray | None = None) -> np.ndarray:
+        """[N] float64: each step's discounted return to the end of its episode,
+        sum_k gamma^k r_{t+k}, of the team reward or of the given per-step ``rewards`` [N]
+        (one agent's, say); what a critic's Q of the data's actions estimates."""
+        rewards = self.rewards if rewards is None else rewards
+        out = np.empty(self.n_transitions, np.float64)
+        last_step = np.zeros(self.n_transitions, bool)
+        last_step[self.episode_starts[1:] - 1] = True
+        future = 0.0
+        for t in range(self.n_transitions - 1, -1, -1):   # one pass, backwards
+            future = rewards[t] + (0.0 if last_step[t] else gamma * future)
+            out[t] = future
+        return out
+
     def episode_won(self) -> np.ndarray | None:
         if self.won is None:
             return None
@@ -277,6 +291,10 @@ class MARLDataset(Mapping):
 
     def episode_returns(self) -> np.ndarray:
         return self.episodes_data.episode_returns()
+
+    def returns_to_go(self, gamma: float, rewards: np.ndarray | None = None) -> np.ndarray:
+        """See :meth:`EpisodeArrays.returns_to_go`."""
+        return self.episodes_data.returns_to_go(gamma, rewards)
 
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         """Each episode as a dict of array views (``observations`` has T + 1 rows)."""

@@ -7,7 +7,12 @@ states. Over the learner's worst tenth of starts against the reference and over 
 prints:
 
 - how often, and by how much, the critic prefers the learner's action;
-- the critic's Q of the learner's action, beside the episodes' mean normalised score;
+- the critic's Q of the learner's action, beside the episodes' mean normalised score, and what
+  the learner's episodes then returned from each step (the discounted return-to-go, under the
+  learner's gamma and reward) and Q's excess over it. Every episode runs to the time limit,
+  where Q still counts the rewards beyond it and the return-to-go does not, so the excess is
+  biased upward alike in both groups: a critic that sees the failure overrates the failed
+  episodes no more than the others;
 - how far the two joint actions lie apart (the mean absolute difference per action component).
 
 A critic that prefers its own action and gives the failed episodes the Q it gives the others
@@ -68,6 +73,10 @@ def main() -> None:
     worst[order[:episodes // 10]] = True
 
     obs, state, episode = acting_steps(mine)
+    config = learner.config
+    reward_agent = getattr(config, "reward_agent", None)
+    returns_to_go = mine.returns_to_go(config.gamma, None if reward_agent is None
+                                       else mine.agent_rewards[:, reward_agent])
     with torch.no_grad():
         obs_t, state_t = torch.as_tensor(obs), torch.as_tensor(state)
         own = learner.actors(obs_t)
@@ -83,6 +92,8 @@ def main() -> None:
                          100 * (q_own[steps] > q_other[steps]).mean(),
                      "Q(own) - Q(other)": (q_own[steps] - q_other[steps]).mean(dtype=np.float64),
                      "Q(own)": q_own[steps].mean(dtype=np.float64),
+                     "return-to-go": returns_to_go[steps].mean(),
+                     "Q(own) - return-to-go": (q_own[steps] - returns_to_go[steps]).mean(),
                      "action distance": apart[steps].mean(dtype=np.float64)})
     print(f"{runs[0]['algo']} against {runs[1]['algo']} on {dataset_id}, seed {seed}, "
           f"along {runs[0]['algo']}'s {episodes} final episodes\n")

@@ -17,25 +17,12 @@ import argparse
 import fnmatch
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import marl_offline_bench as mob
 from marl_offline_bench.leaderboard import load_records, markdown_table, natural_key
 
 Q_METRICS = ("q_taken_mean", "q_data_mean")
-
-
-def returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray, gamma: float) -> np.ndarray:
-    """Discounted return-to-go of every step; episodes begin at ``episode_starts``."""
-    out = np.empty(len(rewards), dtype=np.float64)
-    ends = list(episode_starts[1:]) + [len(rewards)]
-    for start, end in zip(episode_starts, ends):
-        future = 0.0
-        for t in range(end - 1, start - 1, -1):
-            future = rewards[t] + gamma * future
-            out[t] = future
-    return out
 
 
 def main() -> None:
@@ -59,8 +46,7 @@ def main() -> None:
         gamma = r.config["gamma"]
         if (r.dataset_id, gamma) not in cache:
             data = mob.load(r.dataset_id, progress=False)
-            rtg = returns_to_go(np.asarray(data["rewards"], np.float64),
-                                np.asarray(data["episode_starts"]), gamma)
+            rtg = data.returns_to_go(gamma)
             cache[r.dataset_id, gamma] = rtg.mean(), rtg.max()
         mean_rtg, max_rtg = cache[r.dataset_id, gamma]
         rows.append({"algorithm": r.algo, "dataset": r.dataset_id, "seed": r.seed,

@@ -42,6 +42,17 @@ def test_transition_view_skips_final_observations():
     np.testing.assert_array_equal(d["next_observations"], e.obs[[1, 2, 3, 5, 7, 8]])
 
 
+def test_returns_to_go_discount_within_each_episode():
+    d = as_dataset(tiny())                      # rewards 0..5 in episodes of 3, 1 and 2 steps
+    g = 0.5
+    np.testing.assert_allclose(d.returns_to_go(g), [0 + g * (1 + g * 2), 1 + g * 2, 2,
+                                                    3, 4 + g * 5, 5])
+    agent_one = np.array([1.0, 0, 0, 2, 0, 4])
+    np.testing.assert_allclose(d.returns_to_go(1.0, agent_one), [1, 0, 0, 2, 4, 4])
+    np.testing.assert_allclose(d.returns_to_go(1.0)[d.episodes_data.episode_starts[:-1]],
+                               d.episode_returns())
+
+
 def test_episode_batch_pads_and_masks():
     d = as_dataset(tiny())
     b = d.episode_batch([1, 0])

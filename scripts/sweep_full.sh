@@ -22,7 +22,10 @@ lambda_sets='mpe-world-medium-replay-v0,mpe-world-expert-v0'
 cheetah='mamujoco-halfcheetah_2x3-medium-v0,mamujoco-halfcheetah_2x3-expert-v0'
 command -v marl-bench >/dev/null || { echo "sweep: marl-bench not found; activate the venv" >&2; exit 2; }
 failed=0
-run() { marl-bench evaluate --protocol "${protocol:-full}" --out "$out" --workers "$workers" --no-tables "$@" \
+# Every run keeps its final learner (OUT/learners/, not committed: 0.2-6 MB a run), so that a cell
+# worth looking into is replayed (scripts/critic_on_failures.py and its kin), not trained again.
+run() { marl-bench evaluate --protocol "${protocol:-full}" --out "$out" --workers "$workers" --no-tables \
+          --keep-learners "$@" \
           || { echo "sweep: evaluate $* exited $? (continuing)"; failed=$((failed + 1)); }; }
 # Every question but the VAE rows, one seed.
 shorter_runs() {
